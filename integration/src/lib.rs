@@ -1,0 +1,1 @@
+//! Test support: real redis-server processes and the service binary.

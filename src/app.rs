@@ -1,0 +1,221 @@
+//! Wires the parts together and owns start-up and shutdown.
+//!
+//! Start-up binds every listener first (a port in use fails at once, before anything
+//! else happens), then starts the watcher and the servers. Shutdown, on the future given
+//! to [`run`]: readiness goes false, every stream ends with UNAVAILABLE, the gRPC servers
+//! drain for at most the grace period, then the watcher and the management server stop.
+
+use crate::config::Config;
+use crate::grpc::SyncService;
+use crate::hub::Hub;
+use crate::source::{Timing, Watcher};
+use crate::status::Status;
+use crate::telemetry::Telemetry;
+use crate::wire::{server, string_struct, FILE_DESCRIPTOR_SET};
+use anyhow::Context;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tracing::{error, info, warn};
+
+/// The gRPC server's HTTP/2 keepalive: ping idle connections, drop dead ones.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs the service until `shutdown` resolves, then shuts down within the grace period.
+pub async fn run(cfg: Config, telemetry: Telemetry, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let telemetry = Arc::new(telemetry);
+    let metrics = telemetry.metrics.clone();
+    let status = Arc::new(Status::default());
+    let context = (!cfg.context.is_empty()).then(|| string_struct(&cfg.context));
+    let hub = Arc::new(Hub::new(cfg.redis.key.clone(), context));
+
+    // Bind everything first.
+    let grpc_listener = TcpListener::bind(cfg.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_addr))?;
+    let mgmt_listener = match cfg.management_port {
+        Some(port) => {
+            let addr = std::net::SocketAddr::new(cfg.grpc_addr.ip(), port);
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for management HTTP on {addr}"))?,
+            )
+        }
+        None => None,
+    };
+    let unix_listener = match &cfg.socket_path {
+        Some(path) => Some(bind_unix(path).await?),
+        None => None,
+    };
+    let tls = match &cfg.tls {
+        Some((cert, key)) => {
+            let cert = std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let key = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+        }
+        None => None,
+    };
+
+    let streams_stop = CancellationToken::new();
+    let watcher_stop = CancellationToken::new();
+    let mgmt_stop = CancellationToken::new();
+
+    // The watcher.
+    let watcher = Watcher::new(
+        cfg.redis.clone(),
+        hub.clone(),
+        status.clone(),
+        metrics.clone(),
+        cfg.documents,
+        Timing::with_poll(cfg.poll_interval),
+    );
+    let watcher_task = tokio::spawn(watcher.run(watcher_stop.clone()));
+
+    // gRPC: the sync services, health mirroring readiness, reflection.
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let mut ready_rx = status.ready_watch();
+    let health_task = tokio::spawn(async move {
+        loop {
+            let ready = *ready_rx.borrow_and_update();
+            let serving = if ready {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            health_reporter.set_service_status("", serving).await;
+            health_reporter
+                .set_service_status("flagd.sync.v1.FlagSyncService", serving)
+                .await;
+            if ready_rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let svc = SyncService::new(hub.clone(), status.clone(), metrics.clone(), streams_stop.clone(), &cfg.context);
+    let builder = || -> anyhow::Result<Server> {
+        let mut b = Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+        if let Some(tls) = &tls {
+            b = b.tls_config(tls.clone()).context("configuring gRPC TLS")?;
+        }
+        Ok(b)
+    };
+    let routes = |b: &mut Server| {
+        b.add_service(health_service.clone())
+            .add_service(reflection.clone())
+            .add_service(server::flagd::flag_sync_service_server::FlagSyncServiceServer::new(svc.clone()))
+            .add_service(server::legacy::flag_sync_service_server::FlagSyncServiceServer::new(svc.clone()))
+    };
+    let grpc_addr = grpc_listener.local_addr()?;
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let stop = streams_stop.clone();
+    let mut tcp_builder = builder()?;
+    let tcp_server = tokio::spawn(routes(&mut tcp_builder).serve_with_incoming_shutdown(incoming, async move {
+        stop.cancelled().await
+    }));
+    let unix_server = match unix_listener {
+        Some(listener) => {
+            let stop = streams_stop.clone();
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            // TLS on a Unix socket would need a host name; the socket is local only.
+            let mut b = Server::builder()
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+            Some(tokio::spawn(routes(&mut b).serve_with_incoming_shutdown(incoming, async move {
+                stop.cancelled().await
+            })))
+        }
+        None => None,
+    };
+    status.set_grpc_listening();
+    status.refresh_ready(hub.current().is_some());
+    info!(
+        grpc = %grpc_addr,
+        tls = cfg.tls.is_some(),
+        socket = ?cfg.socket_path,
+        redis = %cfg.redis,
+        poll_seconds = cfg.poll_interval.as_secs(),
+        version = env!("CARGO_PKG_VERSION"),
+        "flagd-redis-sync listening"
+    );
+
+    // Management HTTP.
+    let mgmt_task = match mgmt_listener {
+        Some(listener) => {
+            info!(addr = %listener.local_addr()?, "management endpoints: /healthz /readyz /metrics");
+            let app = crate::http::router(crate::http::Mgmt {
+                status: status.clone(),
+                hub: hub.clone(),
+                telemetry: telemetry.clone(),
+            });
+            let stop = mgmt_stop.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
+
+    shutdown.await;
+    info!(grace_seconds = cfg.shutdown_grace.as_secs(), "shutting down: readiness off, ending streams with UNAVAILABLE");
+    status.set_shutting_down();
+    streams_stop.cancel();
+    let drain = async {
+        if let Err(e) = tcp_server.await.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)) {
+            error!(error = %e, "gRPC server ended with an error");
+        }
+        if let Some(unix) = unix_server {
+            let _ = unix.await;
+        }
+    };
+    if tokio::time::timeout(cfg.shutdown_grace, drain).await.is_err() {
+        warn!("grace period over with connections still open; exiting anyway");
+    }
+    watcher_stop.cancel();
+    let _ = watcher_task.await;
+    health_task.abort();
+    mgmt_stop.cancel();
+    if let Some(t) = mgmt_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+    if let Some(path) = &cfg.socket_path {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = telemetry.provider.shutdown();
+    info!("stopped");
+    Ok(())
+}
+
+/// Binds a Unix socket with mode 0660. A socket file left by a crashed process is
+/// replaced; one that a live process still serves is an error.
+async fn bind_unix(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!("--redis-sync-socket-path {} exists and is not a socket; refusing to replace it", path.display());
+        }
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!("--redis-sync-socket-path {} is in use by another process", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        info!(path = %path.display(), "removed a stale socket file");
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("cannot listen on socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set permissions on {}", path.display()))?;
+    Ok(listener)
+}

@@ -1,0 +1,436 @@
+//! Command line and environment: clap definitions, Redis URI parsing, validation.
+//!
+//! Every option has an environment variable: the flag's name upper-cased with `_` for
+//! `-`, and options that do not start with `redis-` get a `REDIS_SYNC_` prefix
+//! (`--redis-uri` -> `REDIS_URI`, `--management-port` -> `REDIS_SYNC_MANAGEMENT_PORT`).
+//! Errors are one line a person can act on; they never contain a password.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Serves a flagd flag document kept in Redis to flagd and OpenFeature providers over
+/// flagd's gRPC sync protocol, pushing every change as Redis reports it.
+#[derive(Debug, Parser)]
+#[command(name = "flagd-redis-sync", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check flag documents exactly as the service would; exit 1 if any is refused.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Flag document files to check (`-` reads standard input).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Check the document as stored, without rewriting it into the map form.
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Refuse documents larger than this many bytes.
+    #[arg(long, default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
+    pub max_payload_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Console,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where the flags live: redis://[user:password@]host[:port][/db]?key=NAME, rediss://
+    /// for TLS, or unix:///path/to/redis.sock?db=N&key=NAME. The key must hold a flagd
+    /// JSON document (a string).
+    #[arg(long, env = "REDIS_URI", required = true, hide_env_values = true)]
+    pub redis_uri: Option<String>,
+
+    /// Seconds between fallback polls of the key. Keyspace notifications push changes at
+    /// once; the poll catches what Redis never notifies (FLUSHALL, restarts, resyncs).
+    #[arg(long, env = "REDIS_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub redis_interval: u64,
+
+    /// Address the gRPC sync server binds to (0.0.0.0: every IPv4 interface).
+    #[arg(long, env = "REDIS_SYNC_HOST", default_value = "0.0.0.0")]
+    pub redis_sync_host: IpAddr,
+
+    /// Port of the gRPC sync server (flagd.sync.v1.FlagSyncService).
+    #[arg(long, env = "REDIS_SYNC_PORT", default_value_t = 8016)]
+    pub redis_sync_port: u16,
+
+    /// PEM certificate chain: serve gRPC over TLS (needs --redis-sync-key-path).
+    #[arg(long, env = "REDIS_SYNC_CERT_PATH", requires = "redis_sync_key_path")]
+    pub redis_sync_cert_path: Option<PathBuf>,
+
+    /// PEM private key for --redis-sync-cert-path.
+    #[arg(long, env = "REDIS_SYNC_KEY_PATH", requires = "redis_sync_cert_path")]
+    pub redis_sync_key_path: Option<PathBuf>,
+
+    /// Also serve gRPC on this Unix socket (created mode 0660, removed on exit).
+    #[arg(long, env = "REDIS_SYNC_SOCKET_PATH")]
+    pub redis_sync_socket_path: Option<PathBuf>,
+
+    /// Log format.
+    #[arg(long, env = "REDIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Console)]
+    pub redis_log_format: LogFormat,
+
+    /// Log at debug level (RUST_LOG, when set, takes precedence).
+    #[arg(long, env = "REDIS_SYNC_DEBUG")]
+    pub debug: bool,
+
+    /// Port of the management HTTP server: /healthz, /readyz, /metrics. 0 disables it.
+    #[arg(long, env = "REDIS_SYNC_MANAGEMENT_PORT", default_value_t = 8014)]
+    pub management_port: u16,
+
+    /// Refuse flag documents larger than this many bytes; the last good document stays.
+    /// The default leaves room under the 4 MiB receive limit of gRPC clients.
+    #[arg(long, env = "REDIS_SYNC_MAX_PAYLOAD_BYTES", default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
+    pub max_payload_bytes: usize,
+
+    /// Send documents as stored instead of the form every client accepts (map form of
+    /// `flags`, only the flag fields providers know).
+    #[arg(long, env = "REDIS_SYNC_NO_NORMALIZE")]
+    pub no_normalize: bool,
+
+    /// Static KEY=VALUE sent to clients as sync_context and by GetMetadata (repeatable).
+    #[arg(long = "context-value", env = "REDIS_SYNC_CONTEXT_VALUES", value_delimiter = ',', value_parser = parse_key_value)]
+    pub context_values: Vec<(String, String)>,
+
+    /// Seconds to let streams end and connections close after SIGTERM/SIGINT.
+    #[arg(long, env = "REDIS_SYNC_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// Everything the service needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub redis: RedisTarget,
+    pub poll_interval: Duration,
+    pub grpc_addr: std::net::SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub socket_path: Option<PathBuf>,
+    pub management_port: Option<u16>,
+    pub documents: crate::flags::Options,
+    pub context: Vec<(String, String)>,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--redis-uri: {0}")]
+    Uri(String),
+    #[error("{flag}: cannot read {path}: {source}")]
+    File {
+        flag: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> Result<Config, ConfigError> {
+        let uri = self
+            .redis_uri
+            .as_deref()
+            .ok_or_else(|| ConfigError::Uri("required (or set REDIS_URI)".into()))?;
+        let redis = RedisTarget::parse(uri)?;
+        let tls = match (&self.redis_sync_cert_path, &self.redis_sync_key_path) {
+            (Some(c), Some(k)) => {
+                readable("--redis-sync-cert-path", c)?;
+                readable("--redis-sync-key-path", k)?;
+                Some((c.clone(), k.clone()))
+            }
+            _ => None,
+        };
+        Ok(Config {
+            redis,
+            poll_interval: Duration::from_secs(self.redis_interval),
+            grpc_addr: std::net::SocketAddr::new(self.redis_sync_host, self.redis_sync_port),
+            tls,
+            socket_path: self.redis_sync_socket_path.clone(),
+            management_port: (self.management_port != 0).then_some(self.management_port),
+            documents: crate::flags::Options {
+                max_bytes: self.max_payload_bytes,
+                normalize: !self.no_normalize,
+            },
+            context: self.context_values.clone(),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+        })
+    }
+}
+
+fn readable(flag: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
+    std::fs::File::open(path).map(drop).map_err(|source| ConfigError::File {
+        flag,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Where a Redis server is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisAddr {
+    Tcp { host: String, port: u16, tls: bool },
+    Unix(PathBuf),
+}
+
+/// A parsed `--redis-uri`. `Debug` and `Display` never show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    pub addr: RedisAddr,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The key holding the flag document.
+    pub key: String,
+}
+
+impl fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisTarget({self})")
+    }
+}
+
+impl fmt::Display for RedisTarget {
+    /// The URI with any password replaced by `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = match (&self.username, &self.password) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (Some(u), None) => format!("{u}@"),
+            (None, Some(_)) => ":***@".to_string(),
+            (None, None) => String::new(),
+        };
+        match &self.addr {
+            RedisAddr::Tcp { host, port, tls } => {
+                let scheme = if *tls { "rediss" } else { "redis" };
+                let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+                write!(f, "{scheme}://{auth}{host}:{port}/{}?key={}", self.db, self.key)
+            }
+            RedisAddr::Unix(p) => write!(f, "unix://{auth}{}?db={}&key={}", p.display(), self.db, self.key),
+        }
+    }
+}
+
+impl RedisTarget {
+    pub fn parse(uri: &str) -> Result<Self, ConfigError> {
+        let bad = |m: String| ConfigError::Uri(m);
+        // Never echo the URI itself: it may hold a password.
+        let url = url::Url::parse(uri).map_err(|e| {
+            bad(format!(
+                "not a valid URI ({e}); expected redis://[user:password@]host[:port][/db]?key=NAME"
+            ))
+        })?;
+        if !matches!(url.scheme(), "redis" | "rediss" | "unix" | "redis+unix") {
+            return Err(bad(format!(
+                "unsupported scheme {:?}: use redis://, rediss:// (TLS) or unix://",
+                url.scheme()
+            )));
+        }
+        let mut key: Option<String> = None;
+        let mut db_q: Option<String> = None;
+        let mut user_q: Option<String> = None;
+        let mut pass_q: Option<String> = None;
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "key" if key.is_some() => {
+                    return Err(bad("key= given more than once; one key per service for now".into()))
+                }
+                "key" => key = Some(v.into_owned()),
+                "db" => db_q = Some(v.into_owned()),
+                "user" | "username" => user_q = Some(v.into_owned()),
+                "password" | "pass" => pass_q = Some(v.into_owned()),
+                "protocol" => {}
+                other => return Err(bad(format!("unknown query parameter {other:?} (known: key, db, user, password)"))),
+            }
+        }
+        let key = key
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| bad("no key: add ?key=NAME, the Redis key that holds the flag document".into()))?;
+        let decode = |s: &str| {
+            percent_decode(s).map_err(|_| bad("user name or password is not valid percent-encoded UTF-8".into()))
+        };
+        let mut username = (!url.username().is_empty())
+            .then(|| decode(url.username()))
+            .transpose()?;
+        let mut password = url.password().map(decode).transpose()?;
+        if user_q.is_some() {
+            username = user_q;
+        }
+        if pass_q.is_some() {
+            password = pass_q;
+        }
+        let (addr, path_db) = match url.scheme() {
+            "redis" | "rediss" => {
+                let host = match url.host() {
+                    Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+                    Some(url::Host::Ipv4(a)) => a.to_string(),
+                    Some(url::Host::Ipv6(a)) => a.to_string(),
+                    _ => return Err(bad("no host: expected redis://host[:port]/db?key=NAME".into())),
+                };
+                if url.port() == Some(0) {
+                    return Err(bad("port 0 is not a valid Redis port".into()));
+                }
+                let port = url.port().unwrap_or(6379);
+                let path = url.path().trim_start_matches('/');
+                let db = (!path.is_empty()).then(|| path.to_string());
+                (RedisAddr::Tcp { host, port, tls: url.scheme() == "rediss" }, db)
+            }
+            "unix" | "redis+unix" => {
+                if url.path().is_empty() || url.path() == "/" {
+                    return Err(bad("no socket path: expected unix:///path/to/redis.sock?key=NAME".into()));
+                }
+                (RedisAddr::Unix(PathBuf::from(url.path())), None)
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme {other:?}: use redis://, rediss:// (TLS) or unix://"
+                )))
+            }
+        };
+        let db = match path_db.or(db_q) {
+            None => 0,
+            Some(s) => s
+                .parse::<i64>()
+                .ok()
+                .filter(|d| *d >= 0)
+                .ok_or_else(|| bad(format!("database must be a number >= 0, found {s:?}")))?,
+        };
+        Ok(RedisTarget { addr, db, username, password, key })
+    }
+
+    /// The keyspace-notification channel for the key.
+    pub fn keyspace_channel(&self) -> String {
+        format!("__keyspace@{}__:{}", self.db, self.key)
+    }
+
+    /// Connection settings for redis-rs. RESP3, so one connection carries commands and
+    /// pushes (keyspace messages, tracking invalidations).
+    pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
+        use redis::IntoConnectionInfo;
+        let addr = match &self.addr {
+            RedisAddr::Tcp { host, port, tls: false } => redis::ConnectionAddr::Tcp(host.clone(), *port),
+            RedisAddr::Tcp { host, port, tls: true } => redis::ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: false,
+                tls_params: None,
+            },
+            RedisAddr::Unix(p) => redis::ConnectionAddr::Unix(p.clone()),
+        };
+        let mut settings = redis::RedisConnectionInfo::default()
+            .set_db(self.db)
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        if let Some(u) = &self.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            settings = settings.set_password(p);
+        }
+        Ok(addr.into_connection_info()?.set_redis_settings(settings))
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, std::str::Utf8Error> {
+    percent_encoding::percent_decode_str(s).decode_utf8().map(|c| c.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RedisTarget {
+        RedisTarget::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn e(s: &str) -> String {
+        RedisTarget::parse(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn uri_forms() {
+        let t = p("redis://localhost:6380/2?key=flags");
+        assert_eq!(t.addr, RedisAddr::Tcp { host: "localhost".into(), port: 6380, tls: false });
+        assert_eq!((t.db, t.key.as_str()), (2, "flags"));
+        assert_eq!(t.keyspace_channel(), "__keyspace@2__:flags");
+
+        let t = p("rediss://user:p%40ss@redis.example:6390?key=ff");
+        assert_eq!(t.addr, RedisAddr::Tcp { host: "redis.example".into(), port: 6390, tls: true });
+        assert_eq!((t.username.as_deref(), t.password.as_deref(), t.db), (Some("user"), Some("p@ss"), 0));
+
+        let t = p("redis://:secret@127.0.0.1/0?key=flags");
+        assert_eq!((t.username, t.password.as_deref()), (None, Some("secret")));
+
+        let t = p("redis://[::1]:7000/1?key=a:b");
+        assert_eq!(t.addr, RedisAddr::Tcp { host: "::1".into(), port: 7000, tls: false });
+        assert_eq!(t.key, "a:b");
+
+        let t = p("unix:///run/redis/redis.sock?db=3&key=flags&password=pw");
+        assert_eq!(t.addr, RedisAddr::Unix("/run/redis/redis.sock".into()));
+        assert_eq!((t.db, t.password.as_deref()), (3, Some("pw")));
+    }
+
+    #[test]
+    fn bad_uris_say_what_to_do_and_never_echo_secrets() {
+        for (uri, want) in [
+            ("redis://localhost:6379/0", "no key"),
+            ("redis://localhost:6379/0?key=", "no key"),
+            ("http://localhost/?key=f", "unsupported scheme \"http\""),
+            ("redis://h:99999/0?key=f", "not a valid URI"),
+            ("redis://h:0/0?key=f", "port 0"),
+            ("redis://h/x?key=f", "database must be a number"),
+            ("redis://u:hunter2@h/x?key=f", "database must be a number"),
+            ("redis://h/0?key=f&foo=1", "unknown query parameter"),
+            ("unix://?key=f", "no socket path"),
+            ("localhost:6379", "unsupported scheme"),
+        ] {
+            let msg = e(uri);
+            assert!(msg.contains(want), "{uri}: {msg}");
+            assert!(!msg.contains("hunter2"), "{uri}: {msg}");
+        }
+    }
+
+    #[test]
+    fn display_redacts_the_password() {
+        let t = p("redis://admin:hunter2@h:1/0?key=f");
+        assert_eq!(t.to_string(), "redis://admin:***@h:1/0?key=f");
+        assert!(!format!("{t:?}").contains("hunter2"));
+        let t = p("unix:///s.sock?password=hunter2&key=f");
+        assert!(!t.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn cli_defaults_follow_the_original_design() {
+        let cli = Cli::try_parse_from(["x", "--redis-uri", "redis://h/0?key=f"]).unwrap();
+        let c = cli.serve.to_config().unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(30));
+        assert_eq!(c.grpc_addr.port(), 8016);
+        assert_eq!(c.management_port, Some(8014));
+        assert_eq!(cli.serve.redis_log_format, LogFormat::Console);
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

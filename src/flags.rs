@@ -1,0 +1,462 @@
+//! Flag documents: raw bytes from Redis -> a validated, canonical document and its digest.
+//!
+//! Pure and synchronous, so the service, `validate` and the tests all judge a document the
+//! same way. The canonical form is compact JSON with object keys sorted (serde_json's
+//! default map is ordered), so re-serialising the same content (other key order, other
+//! white space) gives the same bytes and the same SHA-256 digest: no spurious pushes.
+//!
+//! Normalisation (on by default) rewrites a document into the form every client accepts:
+//! the array form of `flags` becomes the map form, and flag fields other than `state`,
+//! `variants`, `defaultVariant`, `targeting` and `metadata` are dropped (the Python
+//! provider refuses them). The digest is taken over what clients receive.
+
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+use std::fmt;
+
+/// Fields a flag may carry in the form strict clients (the Python provider) accept.
+const FLAG_FIELDS: [&str; 5] = ["state", "variants", "defaultVariant", "targeting", "metadata"];
+
+/// A SHA-256 digest of a document's canonical bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// The first 12 hex digits: enough to tell documents apart in logs.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..6])
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.short())
+    }
+}
+
+/// A document that passed validation, in canonical form.
+#[derive(Clone, Debug)]
+pub struct Document {
+    /// The canonical JSON sent to clients.
+    pub canonical: String,
+    /// SHA-256 of `canonical`.
+    pub digest: Digest,
+    /// The parsed canonical value, for selector filtering.
+    pub value: Value,
+    /// Number of flags, for logs and `watch`.
+    pub flag_count: usize,
+}
+
+/// How documents are read.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Refuse payloads larger than this many bytes.
+    pub max_bytes: usize,
+    /// Rewrite into the form every client accepts (map form, known flag fields only).
+    pub normalize: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            normalize: true,
+        }
+    }
+}
+
+/// 4 MiB is the default receive limit of gRPC clients (flagd, Go, Java, Python, Node);
+/// 64 KiB of it is left for the protobuf envelope and the sync context.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+
+/// Why a document was refused. The `reason()` label is used as a metric attribute.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DocumentError {
+    #[error("payload is {size} bytes, above the limit of {limit} bytes (--max-payload-bytes)")]
+    TooLarge { size: usize, limit: usize },
+    #[error("payload is not valid UTF-8 (first bad byte at offset {offset})")]
+    NotUtf8 { offset: usize },
+    #[error("payload is not valid JSON: {message} at line {line} column {column}")]
+    NotJson {
+        message: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("{pointer}: {message}")]
+    Shape { pointer: String, message: String },
+}
+
+impl DocumentError {
+    /// A short, stable label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DocumentError::TooLarge { .. } => "too_large",
+            DocumentError::NotUtf8 { .. } => "not_utf8",
+            DocumentError::NotJson { .. } => "not_json",
+            DocumentError::Shape { .. } => "invalid_shape",
+        }
+    }
+}
+
+fn shape(pointer: impl Into<String>, message: impl Into<String>) -> DocumentError {
+    DocumentError::Shape {
+        pointer: pointer.into(),
+        message: message.into(),
+    }
+}
+
+/// Escapes one JSON-pointer reference token (RFC 6901).
+fn token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// Reads, validates and canonicalises a flag document.
+pub fn parse(bytes: &[u8], opts: &Options) -> Result<Document, DocumentError> {
+    if bytes.len() > opts.max_bytes {
+        return Err(DocumentError::TooLarge {
+            size: bytes.len(),
+            limit: opts.max_bytes,
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| DocumentError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    let mut value: Value = serde_json::from_str(text).map_err(|e| DocumentError::NotJson {
+        message: json_message(&e),
+        line: e.line(),
+        column: e.column(),
+    })?;
+    let flag_count = check(&mut value, opts.normalize)?;
+    let canonical = serde_json::to_string(&value).expect("a serde_json::Value always serialises");
+    if canonical.len() > opts.max_bytes {
+        return Err(DocumentError::TooLarge {
+            size: canonical.len(),
+            limit: opts.max_bytes,
+        });
+    }
+    Ok(Document {
+        digest: Digest::of(canonical.as_bytes()),
+        canonical,
+        value,
+        flag_count,
+    })
+}
+
+/// serde_json's message without its trailing " at line L column C".
+fn json_message(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Checks the flagd shape; with `normalize`, rewrites into the map form with known fields.
+/// Returns the number of flags.
+fn check(doc: &mut Value, normalize: bool) -> Result<usize, DocumentError> {
+    let top = doc
+        .as_object_mut()
+        .ok_or_else(|| shape("", "the document must be a JSON object with a \"flags\" member"))?;
+    if let Some(meta) = top.get("metadata") {
+        check_metadata(meta, "/metadata")?;
+    }
+    if let Some(evals) = top.get("$evaluators") {
+        let evals = evals
+            .as_object()
+            .ok_or_else(|| shape("/$evaluators", "must be an object of named rules"))?;
+        for (name, rule) in evals {
+            if name.is_empty() {
+                return Err(shape("/$evaluators", "a rule name must not be empty"));
+            }
+            if !rule.is_object() {
+                return Err(shape(
+                    format!("/$evaluators/{}", token(name)),
+                    "a shared rule must be a JSON object",
+                ));
+            }
+        }
+    }
+    let flags = top
+        .get_mut("flags")
+        .ok_or_else(|| shape("", "missing required member \"flags\""))?;
+    match flags {
+        Value::Object(map) => {
+            for (name, flag) in map.iter_mut() {
+                if name.is_empty() {
+                    return Err(shape("/flags", "a flag name must not be empty"));
+                }
+                check_flag(flag, &format!("/flags/{}", token(name)))?;
+                if normalize {
+                    strip(flag);
+                }
+            }
+            Ok(map.len())
+        }
+        Value::Array(list) => {
+            let mut map = Map::new();
+            for (i, flag) in list.iter().enumerate() {
+                let ptr = format!("/flags/{i}");
+                let key = flag
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| {
+                        shape(&ptr, "a flag in the array form needs a non-empty string \"key\"")
+                    })?;
+                check_flag(flag, &ptr)?;
+                if map.insert(key.to_string(), Value::Null).is_some() {
+                    return Err(shape(ptr, format!("duplicate flag key {key:?}")));
+                }
+            }
+            let n = map.len();
+            if normalize {
+                for mut flag in list.drain(..) {
+                    let key = flag["key"].as_str().expect("checked above").to_string();
+                    strip(&mut flag);
+                    map.insert(key, flag);
+                }
+                *flags = Value::Object(map);
+            }
+            Ok(n)
+        }
+        _ => Err(shape("/flags", "must be an object (flag name -> flag) or an array of flags")),
+    }
+}
+
+/// Keeps only the flag fields strict clients accept.
+fn strip(flag: &mut Value) {
+    if let Some(obj) = flag.as_object_mut() {
+        obj.retain(|k, _| FLAG_FIELDS.contains(&k.as_str()));
+    }
+}
+
+fn check_flag(flag: &Value, ptr: &str) -> Result<(), DocumentError> {
+    let obj = flag
+        .as_object()
+        .ok_or_else(|| shape(ptr, "a flag must be a JSON object"))?;
+    match obj.get("state") {
+        Some(Value::String(s)) if s == "ENABLED" || s == "DISABLED" => {}
+        Some(other) => {
+            return Err(shape(
+                format!("{ptr}/state"),
+                format!("must be \"ENABLED\" or \"DISABLED\", found {}", brief(other)),
+            ))
+        }
+        None => return Err(shape(ptr, "missing required member \"state\"")),
+    }
+    let variants = match obj.get("variants") {
+        Some(Value::Object(v)) if !v.is_empty() => v,
+        Some(Value::Object(_)) => {
+            return Err(shape(format!("{ptr}/variants"), "needs at least one variant"))
+        }
+        Some(other) => {
+            return Err(shape(
+                format!("{ptr}/variants"),
+                format!("must be an object (variant name -> value), found {}", brief(other)),
+            ))
+        }
+        None => return Err(shape(ptr, "missing required member \"variants\"")),
+    };
+    let mut kind: Option<&'static str> = None;
+    for (name, v) in variants {
+        let this = match v {
+            Value::Bool(_) => "boolean",
+            Value::String(_) => "string",
+            Value::Number(_) => "number",
+            Value::Object(_) => "object",
+            other => {
+                return Err(shape(
+                    format!("{ptr}/variants/{}", token(name)),
+                    format!("a variant must be a boolean, string, number or object, found {}", brief(other)),
+                ))
+            }
+        };
+        if name.is_empty() {
+            return Err(shape(format!("{ptr}/variants"), "a variant name must not be empty"));
+        }
+        match kind {
+            None => kind = Some(this),
+            Some(k) if k != this => {
+                return Err(shape(
+                    format!("{ptr}/variants/{}", token(name)),
+                    format!("all variants of a flag must have one type: found {k} and {this}"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    match obj.get("defaultVariant") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(d)) if variants.contains_key(d) => {}
+        Some(Value::String(d)) => {
+            let mut names: Vec<&str> = variants.keys().map(String::as_str).collect();
+            names.truncate(8);
+            return Err(shape(
+                format!("{ptr}/defaultVariant"),
+                format!("names no variant of this flag: {d:?} (variants: {})", names.join(", ")),
+            ));
+        }
+        Some(other) => {
+            return Err(shape(
+                format!("{ptr}/defaultVariant"),
+                format!("must be a variant name or null, found {}", brief(other)),
+            ))
+        }
+    }
+    if let Some(t) = obj.get("targeting") {
+        if !t.is_object() {
+            return Err(shape(
+                format!("{ptr}/targeting"),
+                format!("must be a JSON object (a JsonLogic rule or {{}}), found {}", brief(t)),
+            ));
+        }
+    }
+    if let Some(m) = obj.get("metadata") {
+        check_metadata(m, &format!("{ptr}/metadata"))?;
+    }
+    Ok(())
+}
+
+fn check_metadata(meta: &Value, ptr: &str) -> Result<(), DocumentError> {
+    let obj = meta
+        .as_object()
+        .ok_or_else(|| shape(ptr, format!("metadata must be an object, found {}", brief(meta))))?;
+    for (k, v) in obj {
+        if !(v.is_string() || v.is_number() || v.is_boolean()) {
+            return Err(shape(
+                format!("{ptr}/{}", token(k)),
+                format!("metadata values must be strings, numbers or booleans, found {}", brief(v)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A short description of a JSON value for error messages (never the whole value).
+fn brief(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if s.chars().count() <= 32 => format!("{s:?}"),
+        Value::String(_) => "a long string".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> Document {
+        parse(s.as_bytes(), &Options::default()).unwrap()
+    }
+
+    fn err(s: &str) -> DocumentError {
+        parse(s.as_bytes(), &Options::default()).unwrap_err()
+    }
+
+    const FLAG: &str = r#"{"flags":{"a":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}}}"#;
+
+    #[test]
+    fn key_order_and_whitespace_do_not_change_the_digest() {
+        let a = ok(FLAG);
+        let b = ok(r#"{ "flags" : { "a" : { "defaultVariant":"on", "variants":{"off":false,"on":true}, "state":"ENABLED" } } }"#);
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(a.canonical, b.canonical);
+        assert_eq!(a.flag_count, 1);
+    }
+
+    #[test]
+    fn a_real_change_changes_the_digest() {
+        let b = ok(&FLAG.replace(r#""defaultVariant":"on""#, r#""defaultVariant":"off""#));
+        assert_ne!(ok(FLAG).digest, b.digest);
+    }
+
+    #[test]
+    fn array_form_becomes_map_form_without_key() {
+        let d = ok(r#"{"flags":[{"key":"a","state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","description":"x"}]}"#);
+        assert_eq!(d.digest, ok(FLAG).digest);
+        assert!(!d.canonical.contains("description"));
+    }
+
+    #[test]
+    fn without_normalize_the_array_form_is_kept() {
+        let opts = Options {
+            normalize: false,
+            ..Options::default()
+        };
+        let d = parse(br#"{"flags":[{"key":"a","state":"ENABLED","variants":{"x":1}}]}"#, &opts).unwrap();
+        assert!(d.canonical.contains(r#""key":"a""#));
+        assert_eq!(d.flag_count, 1);
+    }
+
+    #[test]
+    fn null_or_absent_default_variant_is_valid() {
+        ok(r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":"1"},"defaultVariant":null}}}"#);
+        ok(r#"{"flags":{"a":{"state":"DISABLED","variants":{"x":"1"}}}}"#);
+    }
+
+    #[test]
+    fn refusals_name_the_place_and_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("[]", "must be a JSON object"),
+            ("{}", "missing required member \"flags\""),
+            (r#"{"flags":7}"#, "/flags: must be an object"),
+            (r#"{"flags":{"a":{"variants":{"x":1}}}}"#, "/flags/a: missing required member \"state\""),
+            (r#"{"flags":{"a":{"state":"ON","variants":{"x":1}}}}"#, "/flags/a/state"),
+            (r#"{"flags":{"a":{"state":"ENABLED","variants":{}}}}"#, "at least one variant"),
+            (r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1,"y":"s"}}}}"#, "one type"),
+            (r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":[1]}}}}"#, "/flags/a/variants/x"),
+            (r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"defaultVariant":"y"}}}"#, "names no variant"),
+            (r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"targeting":[]}}}"#, "/flags/a/targeting"),
+            (r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"metadata":{"m":{}}}}}"#, "/flags/a/metadata/m"),
+            (r#"{"flags":{},"metadata":{"v":[1]}}"#, "/metadata/v"),
+            (r#"{"flags":{},"$evaluators":{"r":1}}"#, "/$evaluators/r"),
+            (r#"{"flags":[{"state":"ENABLED","variants":{"x":1}}]}"#, "/flags/0"),
+            (r#"{"flags":{"a/b":{"state":"ENABLED","variants":{"x":null}}}}"#, "/flags/a~1b/variants/x"),
+        ];
+        for (doc, want) in cases {
+            let e = err(doc).to_string();
+            assert!(e.contains(want), "{doc}: got {e:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn not_json_reports_line_and_column() {
+        match err("{\n  \"flags\": {,\n}") {
+            DocumentError::NotJson { line, column, .. } => assert_eq!((line, column), (2, 13)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_and_size_and_depth_are_refused() {
+        assert_eq!(
+            parse(b"{\"flags\":\xff}", &Options::default()).unwrap_err(),
+            DocumentError::NotUtf8 { offset: 9 }
+        );
+        let small = Options {
+            max_bytes: 10,
+            ..Options::default()
+        };
+        assert!(matches!(
+            parse(FLAG.as_bytes(), &small).unwrap_err(),
+            DocumentError::TooLarge { limit: 10, .. }
+        ));
+        let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        assert_eq!(err(&deep).reason(), "not_json");
+        assert_eq!(err(r#"{"flags":{},"n":1e400}"#).reason(), "not_json");
+    }
+}

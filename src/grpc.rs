@@ -1,0 +1,212 @@
+//! `flagd.sync.v1.FlagSyncService` (and the legacy `sync.v1` service on the same port).
+//!
+//! A stream sends the current document at once, then the newest document after each
+//! change, and never ends with status OK: shutdown ends it with `UNAVAILABLE`, so every
+//! client (the Node provider in particular) reconnects instead of keeping stale flags.
+
+use crate::hub::{Hub, View};
+use crate::selector::Selector;
+use crate::status::Status as Health;
+use crate::telemetry::Metrics;
+use crate::wire::server::{flagd, legacy};
+use crate::wire::{string_struct, EncodedLegacySyncFlagsResponse, EncodedSyncFlagsResponse};
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::debug;
+
+/// The header flagd's clients use for the selector; it wins over the request body.
+const SELECTOR_HEADER: &str = "flagd-selector";
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Shared by both services.
+#[derive(Clone)]
+pub struct SyncService {
+    hub: Arc<Hub>,
+    health: Arc<Health>,
+    metrics: Metrics,
+    /// Cancelled at shutdown: every open stream ends with UNAVAILABLE.
+    shutdown: CancellationToken,
+    /// `GetMetadata`'s answer, built once.
+    metadata: prost_types::Struct,
+}
+
+impl SyncService {
+    pub fn new(
+        hub: Arc<Hub>,
+        health: Arc<Health>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+        context: &[(String, String)],
+    ) -> Self {
+        SyncService {
+            hub,
+            health,
+            metrics,
+            shutdown,
+            metadata: string_struct(context),
+        }
+    }
+
+    /// Streams `pick(view)` for the selector: the current view at once (or the first
+    /// one as soon as it exists), then each changed view.
+    fn updates<T: Send + 'static>(&self, selector: Selector, pick: fn(&View) -> T) -> BoxStream<T> {
+        // Subscribe before reading the current snapshot: nothing can slip between.
+        let rx = self.hub.subscribe();
+        let first = self.hub.current();
+        let state = StreamState {
+            hub: self.hub.clone(),
+            rx,
+            first,
+            selector,
+            last: None,
+            shutdown: self.shutdown.clone(),
+            ended: false,
+            _guard: StreamGuard::new(self.health.clone(), self.metrics.clone()),
+        };
+        Box::pin(futures::stream::unfold(state, move |mut st| async move {
+            if st.ended {
+                return None;
+            }
+            loop {
+                let snap = match st.first.take() {
+                    Some(s) => s,
+                    None => tokio::select! {
+                        biased;
+                        _ = st.shutdown.cancelled() => {
+                            st.ended = true;
+                            return Some((Err(Status::unavailable("flagd-redis-sync is shutting down; reconnect")), st));
+                        }
+                        s = Hub::newest(&mut st.rx) => match s {
+                            Some(s) => s,
+                            None => {
+                                st.ended = true;
+                                return Some((Err(Status::unavailable("flag source closed")), st));
+                            }
+                        },
+                    },
+                };
+                let view = snap.view(&st.selector, &st.hub.source, st.hub.context.as_ref());
+                if st.last == Some(view.digest) {
+                    continue;
+                }
+                st.last = Some(view.digest);
+                st._guard.metrics.pushes.add(1, &[]);
+                return Some((Ok(pick(&view)), st));
+            }
+        }))
+    }
+
+    fn fetch(&self, selector: Selector) -> Result<String, Status> {
+        let snap = self
+            .hub
+            .current()
+            .ok_or_else(|| Status::unavailable("no flag document loaded yet"))?;
+        Ok(snap.view(&selector, &self.hub.source, None).json.to_string())
+    }
+}
+
+struct StreamState {
+    hub: Arc<Hub>,
+    rx: tokio::sync::broadcast::Receiver<Arc<crate::hub::Snapshot>>,
+    first: Option<Arc<crate::hub::Snapshot>>,
+    selector: Selector,
+    last: Option<crate::flags::Digest>,
+    shutdown: CancellationToken,
+    ended: bool,
+    _guard: StreamGuard,
+}
+
+/// Counts a stream as open for as long as it lives.
+struct StreamGuard {
+    health: Arc<Health>,
+    metrics: Metrics,
+}
+
+impl StreamGuard {
+    fn new(health: Arc<Health>, metrics: Metrics) -> Self {
+        health.stream_opened();
+        metrics.active_streams.add(1, &[]);
+        StreamGuard { health, metrics }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.health.stream_closed();
+        self.metrics.active_streams.add(-1, &[]);
+    }
+}
+
+/// The selector from the `flagd-selector` header, else from the request body.
+fn selector<T>(req: &Request<T>, body: &str) -> Result<Selector, Status> {
+    let header = req
+        .metadata()
+        .get(SELECTOR_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Status::invalid_argument("flagd-selector header is not valid ASCII"))
+        })
+        .transpose()?;
+    let raw = header.filter(|h| !h.is_empty()).unwrap_or(body);
+    Selector::parse(raw).map_err(Status::invalid_argument)
+}
+
+#[tonic::async_trait]
+impl flagd::flag_sync_service_server::FlagSyncService for SyncService {
+    type SyncFlagsStream = BoxStream<EncodedSyncFlagsResponse>;
+
+    async fn sync_flags(
+        &self,
+        request: Request<flagd::SyncFlagsRequest>,
+    ) -> Result<Response<Self::SyncFlagsStream>, Status> {
+        let sel = selector(&request, &request.get_ref().selector)?;
+        debug!(provider_id = %request.get_ref().provider_id, selector = ?sel, "SyncFlags stream opened");
+        Ok(Response::new(self.updates(sel, |v| v.v1.clone())))
+    }
+
+    async fn fetch_all_flags(
+        &self,
+        request: Request<flagd::FetchAllFlagsRequest>,
+    ) -> Result<Response<flagd::FetchAllFlagsResponse>, Status> {
+        let sel = selector(&request, &request.get_ref().selector)?;
+        Ok(Response::new(flagd::FetchAllFlagsResponse {
+            flag_configuration: self.fetch(sel)?,
+        }))
+    }
+
+    async fn get_metadata(
+        &self,
+        _request: Request<flagd::GetMetadataRequest>,
+    ) -> Result<Response<flagd::GetMetadataResponse>, Status> {
+        Ok(Response::new(flagd::GetMetadataResponse {
+            metadata: Some(self.metadata.clone()),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl legacy::flag_sync_service_server::FlagSyncService for SyncService {
+    type SyncFlagsStream = BoxStream<EncodedLegacySyncFlagsResponse>;
+
+    async fn sync_flags(
+        &self,
+        request: Request<legacy::SyncFlagsRequest>,
+    ) -> Result<Response<Self::SyncFlagsStream>, Status> {
+        let sel = selector(&request, &request.get_ref().selector)?;
+        Ok(Response::new(self.updates(sel, |v| v.legacy.clone())))
+    }
+
+    async fn fetch_all_flags(
+        &self,
+        request: Request<legacy::FetchAllFlagsRequest>,
+    ) -> Result<Response<legacy::FetchAllFlagsResponse>, Status> {
+        let sel = selector(&request, &request.get_ref().selector)?;
+        Ok(Response::new(legacy::FetchAllFlagsResponse {
+            flag_configuration: self.fetch(sel)?,
+        }))
+    }
+}

@@ -1,0 +1,86 @@
+//! Management HTTP: `/healthz` (the process answers), `/readyz` (a valid document is
+//! loaded, the gRPC port listens and no shutdown is under way) and `/metrics`.
+
+use crate::hub::Hub;
+use crate::status::{KeyState, RedisState, Status, Trigger};
+use crate::telemetry::Telemetry;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+#[derive(Clone)]
+pub struct Mgmt {
+    pub status: Arc<Status>,
+    pub hub: Arc<Hub>,
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// The body of `/readyz`. Never holds a secret: the Redis error is the client's own
+/// message, which redis-rs does not fill with credentials.
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    shutting_down: bool,
+    grpc_listening: bool,
+    redis: RedisState,
+    redis_error: Option<String>,
+    trigger: Trigger,
+    key: KeyState,
+    document: Option<DocumentInfo>,
+    streams: i64,
+}
+
+#[derive(Serialize)]
+struct DocumentInfo {
+    digest: String,
+    bytes: usize,
+    flags: usize,
+    age_seconds: f64,
+}
+
+pub fn router(state: Mgmt) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(m): State<Mgmt>) -> impl IntoResponse {
+    let s = m.status.get();
+    let document = m.hub.current().map(|snap| DocumentInfo {
+        digest: snap.doc.digest.to_string(),
+        bytes: snap.doc.canonical.len(),
+        flags: snap.doc.flag_count,
+        age_seconds: SystemTime::now()
+            .duration_since(snap.published_at)
+            .unwrap_or_default()
+            .as_secs_f64(),
+    });
+    let ready = document.is_some() && m.status.grpc_listening() && !m.status.shutting_down();
+    let body = Readiness {
+        ready,
+        shutting_down: m.status.shutting_down(),
+        grpc_listening: m.status.grpc_listening(),
+        redis: s.redis,
+        redis_error: s.redis_error,
+        trigger: s.trigger,
+        key: s.key,
+        document,
+        streams: m.status.streams(),
+    };
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body))
+}
+
+async fn metrics(State(m): State<Mgmt>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        m.telemetry.render(),
+    )
+}

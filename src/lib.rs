@@ -1,0 +1,29 @@
+//! flagd-redis-sync: a flagd flag document in a Redis key, pushed to every flagd and
+//! OpenFeature in-process provider over flagd's gRPC sync protocol.
+//!
+//! Data flows one way:
+//! ```text
+//! Redis ──keyspace event / poll──▶ source (watcher) ──bytes──▶ flags (validate, canonicalise,
+//! SHA-256) ──Document──▶ hub (latest snapshot + broadcast, encoded once) ──▶ grpc (streams)
+//! ```
+//! - [`config`]: command line, environment, Redis URI.
+//! - [`source`]: the Redis session: notifications, polls, reconnects.
+//! - [`flags`]: documents, pure and synchronous.
+//! - [`hub`]: the current snapshot and its fan-out.
+//! - [`grpc`]: `flagd.sync.v1` and legacy `sync.v1` services.
+//! - [`http`], [`status`], [`telemetry`]: health, readiness, metrics, logs.
+//! - [`app`]: start-up and shutdown.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod flags;
+pub mod grpc;
+pub mod http;
+pub mod hub;
+pub mod selector;
+pub mod source;
+pub mod status;
+pub mod telemetry;
+pub mod validate;
+pub mod wire;

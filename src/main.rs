@@ -1,0 +1,56 @@
+//! The binary: parse the configuration, start logging and metrics, run, map errors to
+//! exit codes (64 for bad configuration, as sysexits' EX_USAGE; 1 for failures).
+
+use clap::Parser;
+use flagd_redis_sync::config::{Cli, Command};
+use flagd_redis_sync::{app, telemetry, validate};
+use std::process::ExitCode;
+
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Validate(args)) => {
+            return if validate::run(args) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
+        None => {}
+    }
+    let cfg = match cli.serve.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flagd-redis-sync: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    telemetry::init_logs(cli.serve.redis_log_format, cli.serve.debug);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flagd-redis-sync: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let telemetry = telemetry::Telemetry::new()?;
+        app::run(cfg, telemetry, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "flagd-redis-sync failed");
+            eprintln!("flagd-redis-sync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,101 @@
+//! Makes sure Redis sends the keyspace notifications the watcher needs.
+//!
+//! Needed: `K` (keyspace channel) with `g` (DEL, RENAME, EXPIRE…), `$` (string writes),
+//! `x` (expired) and `e` (evicted). The letters already set are kept (other consumers
+//! rely on them); only missing ones are added. `A` stands for every class.
+
+use super::Timing;
+use crate::status::Trigger;
+use redis::aio::MultiplexedConnection;
+use tracing::{info, warn};
+
+const NEEDED: &str = "Kg$xe";
+const CLASSES_IN_A: &str = "g$lshzxetd";
+
+/// The letters to set so that `current` covers `NEEDED`, or `None` if it already does.
+pub fn merged(current: &str) -> Option<String> {
+    let has = |c: char| current.contains(c) || (current.contains('A') && CLASSES_IN_A.contains(c));
+    let missing: String = NEEDED.chars().filter(|c| !has(*c)).collect();
+    (!missing.is_empty()).then(|| format!("{current}{missing}"))
+}
+
+/// Reads and, if needed, extends `notify-keyspace-events`. Says once, clearly, when
+/// CONFIG is refused; the subscription is made either way and the poll covers the rest.
+pub async fn ensure(con: &mut MultiplexedConnection, timing: &Timing, warned: &mut bool) -> Trigger {
+    let poll = timing.poll.as_secs();
+    let current: redis::RedisResult<redis::Value> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query_async(con)
+        .await;
+    let current = match current.map(|v| config_value(&v)) {
+        Ok(Some(c)) => c,
+        Ok(None) | Err(_) => {
+            if !std::mem::replace(warned, true) {
+                warn!(
+                    poll_seconds = poll,
+                    "cannot read notify-keyspace-events (CONFIG GET refused); subscribing anyway. \
+                     If changes arrive only every poll, set notify-keyspace-events to include 'Kg$xe' \
+                     in redis.conf or your provider's parameter group"
+                );
+            }
+            return Trigger::KeyspaceUnverified;
+        }
+    };
+    let Some(wanted) = merged(&current) else {
+        return Trigger::Keyspace;
+    };
+    let set: redis::RedisResult<()> = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg(&wanted)
+        .query_async(con)
+        .await;
+    match set {
+        Ok(()) => {
+            info!(from = %current, to = %wanted, "enabled keyspace notifications (notify-keyspace-events)");
+            Trigger::Keyspace
+        }
+        Err(e) => {
+            if !std::mem::replace(warned, true) {
+                warn!(
+                    current = %current, error = %e, poll_seconds = poll,
+                    "keyspace notifications are off and CONFIG SET was refused: changes will be seen only by the \
+                     poll. Set notify-keyspace-events to include 'Kg$xe' in redis.conf or your provider's \
+                     parameter group"
+                );
+            }
+            Trigger::PollOnly
+        }
+    }
+}
+
+/// The value out of a CONFIG GET reply (a map in RESP3, a pair list in RESP2).
+fn config_value(v: &redis::Value) -> Option<String> {
+    use redis::Value;
+    let as_string = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    match v {
+        Value::Map(pairs) => pairs.first().and_then(|(_, v)| as_string(v)),
+        Value::Array(items) if items.len() == 2 => as_string(&items[1]),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merged;
+
+    #[test]
+    fn merges_without_dropping_letters() {
+        assert_eq!(merged("").as_deref(), Some("Kg$xe"));
+        assert_eq!(merged("KEA"), None);
+        assert_eq!(merged("AK"), None);
+        assert_eq!(merged("Ex").as_deref(), Some("ExKg$e"));
+        assert_eq!(merged("K$").as_deref(), Some("K$gxe"));
+        assert_eq!(merged("Kg$xe"), None);
+    }
+}

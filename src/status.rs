@@ -1,0 +1,131 @@
+//! What the service knows about itself, for /readyz, gRPC health and logs.
+//! Written by the watcher and the servers, read by the management endpoints.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Mutex;
+use tokio::sync::watch;
+
+/// How changes are noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Not connected yet.
+    Unknown,
+    /// Keyspace notifications, confirmed enabled (and the fallback poll).
+    Keyspace,
+    /// Subscribed to keyspace notifications, but CONFIG GET was refused, so whether
+    /// Redis sends them is unknown; the poll guarantees convergence.
+    KeyspaceUnverified,
+    /// Notifications are off and could not be enabled: the poll alone.
+    PollOnly,
+}
+
+/// Redis connection state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisState {
+    Connecting,
+    Connected,
+    Down,
+}
+
+/// The state of the flag key as last read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum KeyState {
+    /// Never read yet.
+    Unknown,
+    /// Holds the document being served.
+    Valid,
+    /// Does not exist: the last good document (if any) is still served.
+    Missing,
+    /// Holds a document that was refused: the last good one is still served.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub redis: RedisState,
+    /// The last Redis error, with any credential removed.
+    pub redis_error: Option<String>,
+    pub trigger: Trigger,
+    pub key: KeyState,
+}
+
+/// Shared, cheap-to-read health state.
+#[derive(Debug)]
+pub struct Status {
+    inner: Mutex<Snapshot>,
+    grpc_listening: AtomicBool,
+    shutting_down: AtomicBool,
+    streams: AtomicI64,
+    ready_tx: watch::Sender<bool>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            inner: Mutex::new(Snapshot {
+                redis: RedisState::Connecting,
+                redis_error: None,
+                trigger: Trigger::Unknown,
+                key: KeyState::Unknown,
+            }),
+            grpc_listening: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            streams: AtomicI64::new(0),
+            ready_tx: watch::channel(false).0,
+        }
+    }
+}
+
+impl Status {
+    pub fn get(&self) -> Snapshot {
+        self.inner.lock().expect("status poisoned").clone()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut self.inner.lock().expect("status poisoned"));
+    }
+
+    pub fn set_grpc_listening(&self) {
+        self.grpc_listening.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.refresh_ready(false);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub fn grpc_listening(&self) -> bool {
+        self.grpc_listening.load(Ordering::SeqCst)
+    }
+
+    pub fn stream_opened(&self) {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stream_closed(&self) {
+        self.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn streams(&self) -> i64 {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    /// Re-evaluates readiness given whether a document is loaded.
+    pub fn refresh_ready(&self, has_document: bool) {
+        let ready = has_document && self.grpc_listening() && !self.shutting_down();
+        self.ready_tx.send_if_modified(|r| std::mem::replace(r, ready) != ready);
+    }
+
+    /// Follows readiness changes (for the gRPC health service).
+    pub fn ready_watch(&self) -> watch::Receiver<bool> {
+        self.ready_tx.subscribe()
+    }
+}
