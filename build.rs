@@ -7,7 +7,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/flagd/sync/v1/sync.proto", "proto/sync/v1/sync_service.proto"];
+    let protos = [
+        "proto/flagd/sync/v1/sync.proto",
+        "proto/sync/v1/sync_service.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

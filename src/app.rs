@@ -27,7 +27,11 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs the service until `shutdown` resolves, then shuts down within the grace period.
-pub async fn run(cfg: Config, telemetry: Telemetry, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    telemetry: Telemetry,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let telemetry = Arc::new(telemetry);
     let metrics = telemetry.metrics.clone();
     let status = Arc::new(Status::default());
@@ -55,8 +59,10 @@ pub async fn run(cfg: Config, telemetry: Telemetry, shutdown: impl Future<Output
     };
     let tls = match &cfg.tls {
         Some((cert, key)) => {
-            let cert = std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
-            let key = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+            let cert =
+                std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let key =
+                std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
             Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
         }
         None => None,
@@ -102,7 +108,13 @@ pub async fn run(cfg: Config, telemetry: Telemetry, shutdown: impl Future<Output
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let svc = SyncService::new(hub.clone(), status.clone(), metrics.clone(), streams_stop.clone(), &cfg.context);
+    let svc = SyncService::new(
+        hub.clone(),
+        status.clone(),
+        metrics.clone(),
+        streams_stop.clone(),
+        &cfg.context,
+    );
     let builder = || -> anyhow::Result<Server> {
         let mut b = Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -115,16 +127,21 @@ pub async fn run(cfg: Config, telemetry: Telemetry, shutdown: impl Future<Output
     let routes = |b: &mut Server| {
         b.add_service(health_service.clone())
             .add_service(reflection.clone())
-            .add_service(server::flagd::flag_sync_service_server::FlagSyncServiceServer::new(svc.clone()))
-            .add_service(server::legacy::flag_sync_service_server::FlagSyncServiceServer::new(svc.clone()))
+            .add_service(
+                server::flagd::flag_sync_service_server::FlagSyncServiceServer::new(svc.clone()),
+            )
+            .add_service(
+                server::legacy::flag_sync_service_server::FlagSyncServiceServer::new(svc.clone()),
+            )
     };
     let grpc_addr = grpc_listener.local_addr()?;
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let stop = streams_stop.clone();
     let mut tcp_builder = builder()?;
-    let tcp_server = tokio::spawn(routes(&mut tcp_builder).serve_with_incoming_shutdown(incoming, async move {
-        stop.cancelled().await
-    }));
+    let tcp_server = tokio::spawn(
+        routes(&mut tcp_builder)
+            .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
+    );
     let unix_server = match unix_listener {
         Some(listener) => {
             let stop = streams_stop.clone();
@@ -133,9 +150,10 @@ pub async fn run(cfg: Config, telemetry: Telemetry, shutdown: impl Future<Output
             let mut b = Server::builder()
                 .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
                 .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-            Some(tokio::spawn(routes(&mut b).serve_with_incoming_shutdown(incoming, async move {
-                stop.cancelled().await
-            })))
+            Some(tokio::spawn(
+                routes(&mut b)
+                    .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
+            ))
         }
         None => None,
     };
@@ -171,18 +189,28 @@ pub async fn run(cfg: Config, telemetry: Telemetry, shutdown: impl Future<Output
     };
 
     shutdown.await;
-    info!(grace_seconds = cfg.shutdown_grace.as_secs(), "shutting down: readiness off, ending streams with UNAVAILABLE");
+    info!(
+        grace_seconds = cfg.shutdown_grace.as_secs(),
+        "shutting down: readiness off, ending streams with UNAVAILABLE"
+    );
     status.set_shutting_down();
     streams_stop.cancel();
     let drain = async {
-        if let Err(e) = tcp_server.await.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)) {
+        if let Err(e) = tcp_server
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.map_err(Into::into))
+        {
             error!(error = %e, "gRPC server ended with an error");
         }
         if let Some(unix) = unix_server {
             let _ = unix.await;
         }
     };
-    if tokio::time::timeout(cfg.shutdown_grace, drain).await.is_err() {
+    if tokio::time::timeout(cfg.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
         warn!("grace period over with connections still open; exiting anyway");
     }
     watcher_stop.cancel();
@@ -206,15 +234,23 @@ async fn bind_unix(path: &std::path::Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            anyhow::bail!("--redis-sync-socket-path {} exists and is not a socket; refusing to replace it", path.display());
+            anyhow::bail!(
+                "--redis-sync-socket-path {} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
         }
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!("--redis-sync-socket-path {} is in use by another process", path.display());
+            anyhow::bail!(
+                "--redis-sync-socket-path {} is in use by another process",
+                path.display()
+            );
         }
-        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
         info!(path = %path.display(), "removed a stale socket file");
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("cannot listen on socket {}", path.display()))?;
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("cannot set permissions on {}", path.display()))?;
     Ok(listener)

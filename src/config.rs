@@ -180,11 +180,13 @@ impl ServeArgs {
 }
 
 fn readable(flag: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
-    std::fs::File::open(path).map(drop).map_err(|source| ConfigError::File {
-        flag,
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|source| ConfigError::File {
+            flag,
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 /// Where a Redis server is reached.
@@ -223,10 +225,24 @@ impl fmt::Display for RedisTarget {
         match &self.addr {
             RedisAddr::Tcp { host, port, tls } => {
                 let scheme = if *tls { "rediss" } else { "redis" };
-                let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-                write!(f, "{scheme}://{auth}{host}:{port}/{}?key={}", self.db, self.key)
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                write!(
+                    f,
+                    "{scheme}://{auth}{host}:{port}/{}?key={}",
+                    self.db, self.key
+                )
             }
-            RedisAddr::Unix(p) => write!(f, "unix://{auth}{}?db={}&key={}", p.display(), self.db, self.key),
+            RedisAddr::Unix(p) => write!(
+                f,
+                "unix://{auth}{}?db={}&key={}",
+                p.display(),
+                self.db,
+                self.key
+            ),
         }
     }
 }
@@ -253,21 +269,28 @@ impl RedisTarget {
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
                 "key" if key.is_some() => {
-                    return Err(bad("key= given more than once; one key per service for now".into()))
+                    return Err(bad(
+                        "key= given more than once; one key per service for now".into(),
+                    ))
                 }
                 "key" => key = Some(v.into_owned()),
                 "db" => db_q = Some(v.into_owned()),
                 "user" | "username" => user_q = Some(v.into_owned()),
                 "password" | "pass" => pass_q = Some(v.into_owned()),
                 "protocol" => {}
-                other => return Err(bad(format!("unknown query parameter {other:?} (known: key, db, user, password)"))),
+                other => {
+                    return Err(bad(format!(
+                        "unknown query parameter {other:?} (known: key, db, user, password)"
+                    )))
+                }
             }
         }
-        let key = key
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| bad("no key: add ?key=NAME, the Redis key that holds the flag document".into()))?;
+        let key = key.filter(|k| !k.is_empty()).ok_or_else(|| {
+            bad("no key: add ?key=NAME, the Redis key that holds the flag document".into())
+        })?;
         let decode = |s: &str| {
-            percent_decode(s).map_err(|_| bad("user name or password is not valid percent-encoded UTF-8".into()))
+            percent_decode(s)
+                .map_err(|_| bad("user name or password is not valid percent-encoded UTF-8".into()))
         };
         let mut username = (!url.username().is_empty())
             .then(|| decode(url.username()))
@@ -285,7 +308,11 @@ impl RedisTarget {
                     Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
                     Some(url::Host::Ipv4(a)) => a.to_string(),
                     Some(url::Host::Ipv6(a)) => a.to_string(),
-                    _ => return Err(bad("no host: expected redis://host[:port]/db?key=NAME".into())),
+                    _ => {
+                        return Err(bad(
+                            "no host: expected redis://host[:port]/db?key=NAME".into()
+                        ))
+                    }
                 };
                 if url.port() == Some(0) {
                     return Err(bad("port 0 is not a valid Redis port".into()));
@@ -293,11 +320,20 @@ impl RedisTarget {
                 let port = url.port().unwrap_or(6379);
                 let path = url.path().trim_start_matches('/');
                 let db = (!path.is_empty()).then(|| path.to_string());
-                (RedisAddr::Tcp { host, port, tls: url.scheme() == "rediss" }, db)
+                (
+                    RedisAddr::Tcp {
+                        host,
+                        port,
+                        tls: url.scheme() == "rediss",
+                    },
+                    db,
+                )
             }
             "unix" | "redis+unix" => {
                 if url.path().is_empty() || url.path() == "/" {
-                    return Err(bad("no socket path: expected unix:///path/to/redis.sock?key=NAME".into()));
+                    return Err(bad(
+                        "no socket path: expected unix:///path/to/redis.sock?key=NAME".into(),
+                    ));
                 }
                 (RedisAddr::Unix(PathBuf::from(url.path())), None)
             }
@@ -315,7 +351,13 @@ impl RedisTarget {
                 .filter(|d| *d >= 0)
                 .ok_or_else(|| bad(format!("database must be a number >= 0, found {s:?}")))?,
         };
-        Ok(RedisTarget { addr, db, username, password, key })
+        Ok(RedisTarget {
+            addr,
+            db,
+            username,
+            password,
+            key,
+        })
     }
 
     /// The keyspace-notification channel for the key.
@@ -328,8 +370,16 @@ impl RedisTarget {
     pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
         use redis::IntoConnectionInfo;
         let addr = match &self.addr {
-            RedisAddr::Tcp { host, port, tls: false } => redis::ConnectionAddr::Tcp(host.clone(), *port),
-            RedisAddr::Tcp { host, port, tls: true } => redis::ConnectionAddr::TcpTls {
+            RedisAddr::Tcp {
+                host,
+                port,
+                tls: false,
+            } => redis::ConnectionAddr::Tcp(host.clone(), *port),
+            RedisAddr::Tcp {
+                host,
+                port,
+                tls: true,
+            } => redis::ConnectionAddr::TcpTls {
                 host: host.clone(),
                 port: *port,
                 insecure: false,
@@ -351,7 +401,9 @@ impl RedisTarget {
 }
 
 fn percent_decode(s: &str) -> Result<String, std::str::Utf8Error> {
-    percent_encoding::percent_decode_str(s).decode_utf8().map(|c| c.into_owned())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
 }
 
 #[cfg(test)]
@@ -369,19 +421,43 @@ mod tests {
     #[test]
     fn uri_forms() {
         let t = p("redis://localhost:6380/2?key=flags");
-        assert_eq!(t.addr, RedisAddr::Tcp { host: "localhost".into(), port: 6380, tls: false });
+        assert_eq!(
+            t.addr,
+            RedisAddr::Tcp {
+                host: "localhost".into(),
+                port: 6380,
+                tls: false
+            }
+        );
         assert_eq!((t.db, t.key.as_str()), (2, "flags"));
         assert_eq!(t.keyspace_channel(), "__keyspace@2__:flags");
 
         let t = p("rediss://user:p%40ss@redis.example:6390?key=ff");
-        assert_eq!(t.addr, RedisAddr::Tcp { host: "redis.example".into(), port: 6390, tls: true });
-        assert_eq!((t.username.as_deref(), t.password.as_deref(), t.db), (Some("user"), Some("p@ss"), 0));
+        assert_eq!(
+            t.addr,
+            RedisAddr::Tcp {
+                host: "redis.example".into(),
+                port: 6390,
+                tls: true
+            }
+        );
+        assert_eq!(
+            (t.username.as_deref(), t.password.as_deref(), t.db),
+            (Some("user"), Some("p@ss"), 0)
+        );
 
         let t = p("redis://:secret@127.0.0.1/0?key=flags");
         assert_eq!((t.username, t.password.as_deref()), (None, Some("secret")));
 
         let t = p("redis://[::1]:7000/1?key=a:b");
-        assert_eq!(t.addr, RedisAddr::Tcp { host: "::1".into(), port: 7000, tls: false });
+        assert_eq!(
+            t.addr,
+            RedisAddr::Tcp {
+                host: "::1".into(),
+                port: 7000,
+                tls: false
+            }
+        );
         assert_eq!(t.key, "a:b");
 
         let t = p("unix:///run/redis/redis.sock?db=3&key=flags&password=pw");

@@ -15,7 +15,13 @@ use sha2::{Digest as _, Sha256};
 use std::fmt;
 
 /// Fields a flag may carry in the form strict clients (the Python provider) accept.
-const FLAG_FIELDS: [&str; 5] = ["state", "variants", "defaultVariant", "targeting", "metadata"];
+const FLAG_FIELDS: [&str; 5] = [
+    "state",
+    "variants",
+    "defaultVariant",
+    "targeting",
+    "metadata",
+];
 
 /// A SHA-256 digest of a document's canonical bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -164,9 +170,12 @@ fn json_message(e: &serde_json::Error) -> String {
 /// Checks the flagd shape; with `normalize`, rewrites into the map form with known fields.
 /// Returns the number of flags.
 fn check(doc: &mut Value, normalize: bool) -> Result<usize, DocumentError> {
-    let top = doc
-        .as_object_mut()
-        .ok_or_else(|| shape("", "the document must be a JSON object with a \"flags\" member"))?;
+    let top = doc.as_object_mut().ok_or_else(|| {
+        shape(
+            "",
+            "the document must be a JSON object with a \"flags\" member",
+        )
+    })?;
     if let Some(meta) = top.get("metadata") {
         check_metadata(meta, "/metadata")?;
     }
@@ -211,7 +220,10 @@ fn check(doc: &mut Value, normalize: bool) -> Result<usize, DocumentError> {
                     .and_then(Value::as_str)
                     .filter(|k| !k.is_empty())
                     .ok_or_else(|| {
-                        shape(&ptr, "a flag in the array form needs a non-empty string \"key\"")
+                        shape(
+                            &ptr,
+                            "a flag in the array form needs a non-empty string \"key\"",
+                        )
                     })?;
                 check_flag(flag, &ptr)?;
                 if map.insert(key.to_string(), Value::Null).is_some() {
@@ -229,7 +241,10 @@ fn check(doc: &mut Value, normalize: bool) -> Result<usize, DocumentError> {
             }
             Ok(n)
         }
-        _ => Err(shape("/flags", "must be an object (flag name -> flag) or an array of flags")),
+        _ => Err(shape(
+            "/flags",
+            "must be an object (flag name -> flag) or an array of flags",
+        )),
     }
 }
 
@@ -249,7 +264,10 @@ fn check_flag(flag: &Value, ptr: &str) -> Result<(), DocumentError> {
         Some(other) => {
             return Err(shape(
                 format!("{ptr}/state"),
-                format!("must be \"ENABLED\" or \"DISABLED\", found {}", brief(other)),
+                format!(
+                    "must be \"ENABLED\" or \"DISABLED\", found {}",
+                    brief(other)
+                ),
             ))
         }
         None => return Err(shape(ptr, "missing required member \"state\"")),
@@ -257,12 +275,18 @@ fn check_flag(flag: &Value, ptr: &str) -> Result<(), DocumentError> {
     let variants = match obj.get("variants") {
         Some(Value::Object(v)) if !v.is_empty() => v,
         Some(Value::Object(_)) => {
-            return Err(shape(format!("{ptr}/variants"), "needs at least one variant"))
+            return Err(shape(
+                format!("{ptr}/variants"),
+                "needs at least one variant",
+            ))
         }
         Some(other) => {
             return Err(shape(
                 format!("{ptr}/variants"),
-                format!("must be an object (variant name -> value), found {}", brief(other)),
+                format!(
+                    "must be an object (variant name -> value), found {}",
+                    brief(other)
+                ),
             ))
         }
         None => return Err(shape(ptr, "missing required member \"variants\"")),
@@ -277,12 +301,18 @@ fn check_flag(flag: &Value, ptr: &str) -> Result<(), DocumentError> {
             other => {
                 return Err(shape(
                     format!("{ptr}/variants/{}", token(name)),
-                    format!("a variant must be a boolean, string, number or object, found {}", brief(other)),
+                    format!(
+                        "a variant must be a boolean, string, number or object, found {}",
+                        brief(other)
+                    ),
                 ))
             }
         };
         if name.is_empty() {
-            return Err(shape(format!("{ptr}/variants"), "a variant name must not be empty"));
+            return Err(shape(
+                format!("{ptr}/variants"),
+                "a variant name must not be empty",
+            ));
         }
         match kind {
             None => kind = Some(this),
@@ -303,7 +333,10 @@ fn check_flag(flag: &Value, ptr: &str) -> Result<(), DocumentError> {
             names.truncate(8);
             return Err(shape(
                 format!("{ptr}/defaultVariant"),
-                format!("names no variant of this flag: {d:?} (variants: {})", names.join(", ")),
+                format!(
+                    "names no variant of this flag: {d:?} (variants: {})",
+                    names.join(", ")
+                ),
             ));
         }
         Some(other) => {
@@ -317,7 +350,10 @@ fn check_flag(flag: &Value, ptr: &str) -> Result<(), DocumentError> {
         if !t.is_object() {
             return Err(shape(
                 format!("{ptr}/targeting"),
-                format!("must be a JSON object (a JsonLogic rule or {{}}), found {}", brief(t)),
+                format!(
+                    "must be a JSON object (a JsonLogic rule or {{}}), found {}",
+                    brief(t)
+                ),
             ));
         }
     }
@@ -328,14 +364,20 @@ fn check_flag(flag: &Value, ptr: &str) -> Result<(), DocumentError> {
 }
 
 fn check_metadata(meta: &Value, ptr: &str) -> Result<(), DocumentError> {
-    let obj = meta
-        .as_object()
-        .ok_or_else(|| shape(ptr, format!("metadata must be an object, found {}", brief(meta))))?;
+    let obj = meta.as_object().ok_or_else(|| {
+        shape(
+            ptr,
+            format!("metadata must be an object, found {}", brief(meta)),
+        )
+    })?;
     for (k, v) in obj {
         if !(v.is_string() || v.is_number() || v.is_boolean()) {
             return Err(shape(
                 format!("{ptr}/{}", token(k)),
-                format!("metadata values must be strings, numbers or booleans, found {}", brief(v)),
+                format!(
+                    "metadata values must be strings, numbers or booleans, found {}",
+                    brief(v)
+                ),
             ));
         }
     }
@@ -372,7 +414,9 @@ mod tests {
     #[test]
     fn key_order_and_whitespace_do_not_change_the_digest() {
         let a = ok(FLAG);
-        let b = ok(r#"{ "flags" : { "a" : { "defaultVariant":"on", "variants":{"off":false,"on":true}, "state":"ENABLED" } } }"#);
+        let b = ok(
+            r#"{ "flags" : { "a" : { "defaultVariant":"on", "variants":{"off":false,"on":true}, "state":"ENABLED" } } }"#,
+        );
         assert_eq!(a.digest, b.digest);
         assert_eq!(a.canonical, b.canonical);
         assert_eq!(a.flag_count, 1);
@@ -386,7 +430,9 @@ mod tests {
 
     #[test]
     fn array_form_becomes_map_form_without_key() {
-        let d = ok(r#"{"flags":[{"key":"a","state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","description":"x"}]}"#);
+        let d = ok(
+            r#"{"flags":[{"key":"a","state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","description":"x"}]}"#,
+        );
         assert_eq!(d.digest, ok(FLAG).digest);
         assert!(!d.canonical.contains("description"));
     }
@@ -397,7 +443,11 @@ mod tests {
             normalize: false,
             ..Options::default()
         };
-        let d = parse(br#"{"flags":[{"key":"a","state":"ENABLED","variants":{"x":1}}]}"#, &opts).unwrap();
+        let d = parse(
+            br#"{"flags":[{"key":"a","state":"ENABLED","variants":{"x":1}}]}"#,
+            &opts,
+        )
+        .unwrap();
         assert!(d.canonical.contains(r#""key":"a""#));
         assert_eq!(d.flag_count, 1);
     }
@@ -414,18 +464,48 @@ mod tests {
             ("[]", "must be a JSON object"),
             ("{}", "missing required member \"flags\""),
             (r#"{"flags":7}"#, "/flags: must be an object"),
-            (r#"{"flags":{"a":{"variants":{"x":1}}}}"#, "/flags/a: missing required member \"state\""),
-            (r#"{"flags":{"a":{"state":"ON","variants":{"x":1}}}}"#, "/flags/a/state"),
-            (r#"{"flags":{"a":{"state":"ENABLED","variants":{}}}}"#, "at least one variant"),
-            (r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1,"y":"s"}}}}"#, "one type"),
-            (r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":[1]}}}}"#, "/flags/a/variants/x"),
-            (r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"defaultVariant":"y"}}}"#, "names no variant"),
-            (r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"targeting":[]}}}"#, "/flags/a/targeting"),
-            (r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"metadata":{"m":{}}}}}"#, "/flags/a/metadata/m"),
+            (
+                r#"{"flags":{"a":{"variants":{"x":1}}}}"#,
+                "/flags/a: missing required member \"state\"",
+            ),
+            (
+                r#"{"flags":{"a":{"state":"ON","variants":{"x":1}}}}"#,
+                "/flags/a/state",
+            ),
+            (
+                r#"{"flags":{"a":{"state":"ENABLED","variants":{}}}}"#,
+                "at least one variant",
+            ),
+            (
+                r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1,"y":"s"}}}}"#,
+                "one type",
+            ),
+            (
+                r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":[1]}}}}"#,
+                "/flags/a/variants/x",
+            ),
+            (
+                r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"defaultVariant":"y"}}}"#,
+                "names no variant",
+            ),
+            (
+                r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"targeting":[]}}}"#,
+                "/flags/a/targeting",
+            ),
+            (
+                r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"metadata":{"m":{}}}}}"#,
+                "/flags/a/metadata/m",
+            ),
             (r#"{"flags":{},"metadata":{"v":[1]}}"#, "/metadata/v"),
             (r#"{"flags":{},"$evaluators":{"r":1}}"#, "/$evaluators/r"),
-            (r#"{"flags":[{"state":"ENABLED","variants":{"x":1}}]}"#, "/flags/0"),
-            (r#"{"flags":{"a/b":{"state":"ENABLED","variants":{"x":null}}}}"#, "/flags/a~1b/variants/x"),
+            (
+                r#"{"flags":[{"state":"ENABLED","variants":{"x":1}}]}"#,
+                "/flags/0",
+            ),
+            (
+                r#"{"flags":{"a/b":{"state":"ENABLED","variants":{"x":null}}}}"#,
+                "/flags/a~1b/variants/x",
+            ),
         ];
         for (doc, want) in cases {
             let e = err(doc).to_string();

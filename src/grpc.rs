@@ -105,7 +105,10 @@ impl SyncService {
             .hub
             .current()
             .ok_or_else(|| Status::unavailable("no flag document loaded yet"))?;
-        Ok(snap.view(&selector, &self.hub.source, None).json.to_string())
+        Ok(snap
+            .view(&selector, &self.hub.source, None)
+            .json
+            .to_string())
     }
 }
 

@@ -46,7 +46,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The view for a selector: computed once per snapshot, then shared.
-    pub fn view(&self, selector: &Selector, source: &str, ctx: Option<&prost_types::Struct>) -> Arc<View> {
+    pub fn view(
+        &self,
+        selector: &Selector,
+        source: &str,
+        ctx: Option<&prost_types::Struct>,
+    ) -> Arc<View> {
         if selects_whole(selector, source) {
             return self.all.clone();
         }
@@ -54,7 +59,9 @@ impl Snapshot {
         cache
             .entry(selector.clone())
             .or_insert_with(|| {
-                let value = selector.apply(&self.doc.value, source).unwrap_or_else(|| self.doc.value.clone());
+                let value = selector
+                    .apply(&self.doc.value, source)
+                    .unwrap_or_else(|| self.doc.value.clone());
                 let json = serde_json::to_string(&value).expect("a Value always serialises");
                 Arc::new(make_view(json, ctx))
             })
@@ -164,7 +171,9 @@ mod tests {
     use crate::flags::{parse, Options};
 
     fn doc(v: &str) -> Document {
-        let s = format!(r#"{{"flags":{{"f":{{"state":"ENABLED","variants":{{"v":"{v}"}},"defaultVariant":"v"}}}}}}"#);
+        let s = format!(
+            r#"{{"flags":{{"f":{{"state":"ENABLED","variants":{{"v":"{v}"}},"defaultVariant":"v"}}}}}}"#
+        );
         parse(s.as_bytes(), &Options::default()).unwrap()
     }
 
@@ -200,7 +209,13 @@ mod tests {
         let a = snap.view(&sel, "flags", None);
         let b = snap.view(&sel, "flags", None);
         assert!(Arc::ptr_eq(&a, &b));
-        assert!(Arc::ptr_eq(&snap.view(&Selector::All, "flags", None), &snap.all));
-        assert!(Arc::ptr_eq(&snap.view(&Selector::Source("flags".into()), "flags", None), &snap.all));
+        assert!(Arc::ptr_eq(
+            &snap.view(&Selector::All, "flags", None),
+            &snap.all
+        ));
+        assert!(Arc::ptr_eq(
+            &snap.view(&Selector::Source("flags".into()), "flags", None),
+            &snap.all
+        ));
     }
 }

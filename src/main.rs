@@ -12,7 +12,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Validate(args)) => {
-            return if validate::run(args) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            return if validate::run(args) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
         }
         None => {}
     }
@@ -24,7 +28,10 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init_logs(cli.serve.redis_log_format, cli.serve.debug);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("flagd-redis-sync: cannot start the async runtime: {e}");

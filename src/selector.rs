@@ -80,10 +80,22 @@ mod tests {
     #[test]
     fn parses_flagd_selector_forms() {
         assert_eq!(Selector::parse("").unwrap(), Selector::All);
-        assert_eq!(Selector::parse("flags").unwrap(), Selector::Source("flags".into()));
-        assert_eq!(Selector::parse("source=flags").unwrap(), Selector::Source("flags".into()));
-        assert_eq!(Selector::parse("flagSetId=a").unwrap(), Selector::FlagSet(Some("a".into())));
-        assert_eq!(Selector::parse("flagSetId=").unwrap(), Selector::FlagSet(None));
+        assert_eq!(
+            Selector::parse("flags").unwrap(),
+            Selector::Source("flags".into())
+        );
+        assert_eq!(
+            Selector::parse("source=flags").unwrap(),
+            Selector::Source("flags".into())
+        );
+        assert_eq!(
+            Selector::parse("flagSetId=a").unwrap(),
+            Selector::FlagSet(Some("a".into()))
+        );
+        assert_eq!(
+            Selector::parse("flagSetId=").unwrap(),
+            Selector::FlagSet(None)
+        );
         assert!(Selector::parse("team=a").unwrap_err().contains("team"));
     }
 
@@ -96,13 +108,34 @@ mod tests {
                 "b": {"state": "ENABLED", "variants": {"x": 1}, "metadata": {"flagSetId": "other"}}
             }
         });
-        let base = Selector::FlagSet(Some("base".into())).apply(&doc, "k").unwrap();
-        assert_eq!(base["flags"].as_object().unwrap().keys().collect::<Vec<_>>(), ["a"]);
-        let other = Selector::FlagSet(Some("other".into())).apply(&doc, "k").unwrap();
-        assert_eq!(other["flags"].as_object().unwrap().keys().collect::<Vec<_>>(), ["b"]);
+        let base = Selector::FlagSet(Some("base".into()))
+            .apply(&doc, "k")
+            .unwrap();
+        assert_eq!(
+            base["flags"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        let other = Selector::FlagSet(Some("other".into()))
+            .apply(&doc, "k")
+            .unwrap();
+        assert_eq!(
+            other["flags"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
         let none = Selector::FlagSet(None).apply(&doc, "k").unwrap();
         assert!(none["flags"].as_object().unwrap().is_empty());
         assert_eq!(Selector::Source("k".into()).apply(&doc, "k"), None);
-        assert_eq!(Selector::Source("z".into()).apply(&doc, "k"), Some(json!({"flags": {}})));
+        assert_eq!(
+            Selector::Source("z".into()).apply(&doc, "k"),
+            Some(json!({"flags": {}}))
+        );
     }
 }

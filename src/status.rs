@@ -121,7 +121,8 @@ impl Status {
     /// Re-evaluates readiness given whether a document is loaded.
     pub fn refresh_ready(&self, has_document: bool) {
         let ready = has_document && self.grpc_listening() && !self.shutting_down();
-        self.ready_tx.send_if_modified(|r| std::mem::replace(r, ready) != ready);
+        self.ready_tx
+            .send_if_modified(|r| std::mem::replace(r, ready) != ready);
     }
 
     /// Follows readiness changes (for the gRPC health service).

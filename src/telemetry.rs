@@ -20,7 +20,11 @@ pub fn init_logs(format: LogFormat, debug: bool) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let _ = match format {
         LogFormat::Console => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
     };
 }
 
@@ -51,7 +55,9 @@ impl Metrics {
                 .build(),
             pushes: meter
                 .u64_counter("flagd_redis_sync.pushes")
-                .with_description("Flag documents sent on SyncFlags streams (including each stream's first)")
+                .with_description(
+                    "Flag documents sent on SyncFlags streams (including each stream's first)",
+                )
                 .build(),
             accepted: meter
                 .u64_counter("flagd_redis_sync.documents.accepted")
@@ -59,7 +65,9 @@ impl Metrics {
                 .build(),
             refused: meter
                 .u64_counter("flagd_redis_sync.documents.refused")
-                .with_description("Documents read from Redis and refused, by reason; the last good one stays")
+                .with_description(
+                    "Documents read from Redis and refused, by reason; the last good one stays",
+                )
                 .build(),
             duplicates: meter
                 .u64_counter("flagd_redis_sync.documents.duplicates")
@@ -94,9 +102,12 @@ impl Metrics {
             propagation: meter
                 .f64_histogram("flagd_redis_sync.propagation.duration")
                 .with_unit("s")
-                .with_description("From a notification (or poll) seen to the changed document published")
+                .with_description(
+                    "From a notification (or poll) seen to the changed document published",
+                )
                 .with_boundaries(vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0,
                 ])
                 .build(),
         }

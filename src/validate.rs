@@ -25,7 +25,11 @@ pub fn run(args: &ValidateArgs) -> bool {
                 eprintln!("{name}: cannot read: {e}");
             }
             Ok(bytes) => match flags::parse(&bytes, &opts) {
-                Ok(doc) => println!("{name}: ok ({} flags, digest {})", doc.flag_count, doc.digest.short()),
+                Ok(doc) => println!(
+                    "{name}: ok ({} flags, digest {})",
+                    doc.flag_count,
+                    doc.digest.short()
+                ),
                 Err(e) => {
                     all_ok = false;
                     eprintln!("{name}: refused: {e}");

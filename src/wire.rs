@@ -124,7 +124,8 @@ mod tests {
         let d = client::flagd::SyncFlagsResponse::decode(v1.encode_to_vec().as_slice()).unwrap();
         assert_eq!(d.flag_configuration, r#"{"flags":{}}"#);
         assert_eq!(d.sync_context, Some(ctx));
-        let l = client::legacy::SyncFlagsResponse::decode(legacy.encode_to_vec().as_slice()).unwrap();
+        let l =
+            client::legacy::SyncFlagsResponse::decode(legacy.encode_to_vec().as_slice()).unwrap();
         assert_eq!(l.state, client::legacy::SyncState::All as i32);
         assert_eq!(l.flag_configuration, r#"{"flags":{}}"#);
     }

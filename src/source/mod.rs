@@ -147,7 +147,9 @@ impl Watcher {
             .set_response_timeout(Some(self.timing.timeout))
             .set_push_sender(push_tx);
         let client = redis::Client::open(self.target.connection_info()?)?;
-        let mut con = client.get_multiplexed_async_connection_with_config(&config).await?;
+        let mut con = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
 
         let trigger = notify::ensure(&mut con, &self.timing, &mut self.config_warned).await;
         let channel = self.target.keyspace_channel();
@@ -264,7 +266,9 @@ impl Watcher {
                         .unwrap_or_default();
                     self.metrics.last_change.record(now.as_secs_f64(), &[]);
                     if let Some(seen) = seen {
-                        self.metrics.propagation.record(seen.elapsed().as_secs_f64(), &[]);
+                        self.metrics
+                            .propagation
+                            .record(seen.elapsed().as_secs_f64(), &[]);
                     }
                     info!(key = %self.target.key, digest = %digest.short(), bytes = size, flags = count, "flag document accepted and published");
                 } else {
@@ -287,14 +291,17 @@ impl Watcher {
                 "flag document refused; clients keep the last good flags");
             self.last_refused = Some(raw);
         }
-        self.status.update(|s| s.key = KeyState::Refused(e.to_string()));
+        self.status
+            .update(|s| s.key = KeyState::Refused(e.to_string()));
     }
 }
 
 impl Watcher {
     /// The short digest of the document clients hold, for log lines.
     fn serving(&self) -> String {
-        self.hub.current().map_or_else(|| "none".into(), |s| s.doc.digest.short())
+        self.hub
+            .current()
+            .map_or_else(|| "none".into(), |s| s.doc.digest.short())
     }
 }
 

@@ -21,7 +21,11 @@ pub fn merged(current: &str) -> Option<String> {
 
 /// Reads and, if needed, extends `notify-keyspace-events`. Says once, clearly, when
 /// CONFIG is refused; the subscription is made either way and the poll covers the rest.
-pub async fn ensure(con: &mut MultiplexedConnection, timing: &Timing, warned: &mut bool) -> Trigger {
+pub async fn ensure(
+    con: &mut MultiplexedConnection,
+    timing: &Timing,
+    warned: &mut bool,
+) -> Trigger {
     let poll = timing.poll.as_secs();
     let current: redis::RedisResult<redis::Value> = redis::cmd("CONFIG")
         .arg("GET")

@@ -37,7 +37,12 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(key: String) -> Self {
-        Reader { key, last: String::new(), script: None, get_only: false }
+        Reader {
+            key,
+            last: String::new(),
+            script: None,
+            get_only: false,
+        }
     }
 
     pub async fn fetch(&mut self, con: &mut MultiplexedConnection) -> redis::RedisResult<Fetched> {
@@ -60,7 +65,11 @@ impl Reader {
             let sha = match &self.script {
                 Some(s) => s.clone(),
                 None => {
-                    let s: String = redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT).query_async(con).await?;
+                    let s: String = redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(SCRIPT)
+                        .query_async(con)
+                        .await?;
                     self.script = Some(s.clone());
                     s
                 }
@@ -74,14 +83,19 @@ impl Reader {
                 .await;
             match reply {
                 Ok(v) => return self.interpret(v),
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
                     debug!("polling script was flushed; loading it again");
                     self.script = None;
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(redis::RedisError::from((redis::ErrorKind::Client, "script vanished twice in a row")))
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "script vanished twice in a row",
+        )))
     }
 
     fn interpret(&mut self, v: Value) -> redis::RedisResult<Fetched> {
@@ -108,7 +122,10 @@ impl Reader {
 }
 
 fn unexpected() -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Client, "unexpected reply from the polling script"))
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "unexpected reply from the polling script",
+    ))
 }
 
 /// Errors that mean "scripts are not available here", not "the connection is broken".

@@ -1,1 +1,4 @@
+//! End-to-end tests: one test binary, one module per concern (see integration/src/lib.rs).
 
+mod cli;
+mod core;
