@@ -285,7 +285,7 @@ impl Service {
     fn exited(&mut self) -> bool {
         self.child
             .as_mut()
-            .map_or(true, |c| c.try_wait().ok().flatten().is_some())
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     pub fn logs(&self) -> String {
