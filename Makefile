@@ -34,7 +34,7 @@ run: ## Run the service against a throw-away redis-server seeded with docs/examp
 test: ## Run every test: unit, integration (real redis-server, real binary) and CLI
 	scripts/ensure-redis.sh
 	scripts/ensure-python-venv.sh
-	$(CARGO) build -p flagd-redis-sync --bin flagd-redis-sync
+	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "FLAGD_REDIS_SYNC_BIN=$(TEST_BIN) $(CARGO) nextest run --workspace"; \
 		FLAGD_REDIS_SYNC_BIN="$(TEST_BIN)" $(CARGO) nextest run --workspace; \

@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::grpc::SyncService;
 use crate::hub::Hub;
-use crate::source::{Timing, Watcher};
+use crate::source::Watcher;
 use crate::status::Status;
 use crate::telemetry::Telemetry;
 use crate::wire::{server, string_struct, FILE_DESCRIPTOR_SET};
@@ -73,14 +73,18 @@ pub async fn run(
     let mgmt_stop = CancellationToken::new();
 
     // The watcher.
-    let watcher = Watcher::new(
-        cfg.redis.clone(),
-        hub.clone(),
-        status.clone(),
-        metrics.clone(),
-        cfg.documents,
-        Timing::with_poll(cfg.poll_interval),
-    );
+    if let Some(path) = &cfg.snapshot_path {
+        match crate::snapshot::load(path, &cfg.documents) {
+            Ok(Some(doc)) => {
+                info!(path = %path.display(), digest = %doc.digest.short(), flags = doc.flag_count,
+                    "serving the snapshot saved on disk until Redis answers");
+                hub.publish(doc);
+            }
+            Ok(None) => info!(path = %path.display(), "no snapshot saved yet"),
+            Err(e) => warn!(path = %path.display(), error = %e, "ignoring an unreadable snapshot"),
+        }
+    }
+    let watcher = Watcher::new(&cfg, hub.clone(), status.clone(), metrics.clone());
     let watcher_task = tokio::spawn(watcher.run(watcher_stop.clone()));
 
     // gRPC: the sync services, health mirroring readiness, reflection.
@@ -113,7 +117,7 @@ pub async fn run(
         status.clone(),
         metrics.clone(),
         streams_stop.clone(),
-        &cfg.context,
+        &cfg,
     );
     let builder = || -> anyhow::Result<Server> {
         let mut b = Server::builder()

@@ -112,6 +112,44 @@ pub struct ServeArgs {
     /// Seconds to let streams end and connections close after SIGTERM/SIGINT.
     #[arg(long, env = "REDIS_SYNC_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
+
+    /// What to do when the flag key disappears (DEL, expiry, eviction, RENAME, FLUSHALL):
+    /// keep serving the last good document, or push an empty flag set.
+    #[arg(long, env = "REDIS_SYNC_ON_MISSING_KEY", value_enum, default_value_t = OnMissingKey::Keep)]
+    pub on_missing_key: OnMissingKey,
+
+    /// Save each accepted document to this file (atomically) and serve it at start-up
+    /// until Redis answers, so a restart while Redis is down still serves flags.
+    #[arg(long, env = "REDIS_SYNC_SNAPSHOT_PATH")]
+    pub snapshot_path: Option<PathBuf>,
+
+    /// Refuse new SyncFlags streams beyond this many (RESOURCE_EXHAUSTED). 0: no limit.
+    #[arg(long, env = "REDIS_SYNC_MAX_STREAMS", default_value_t = 0)]
+    pub max_streams: u64,
+
+    /// End each SyncFlags stream after about this many seconds (80-100%, jittered) with
+    /// DEADLINE_EXCEEDED, so clients reconnect and load spreads after rolling restarts.
+    /// 0: never.
+    #[arg(long, env = "REDIS_SYNC_MAX_STREAM_DURATION", default_value_t = 0)]
+    pub max_stream_duration: u64,
+
+    /// Seconds allowed to connect to Redis and for any reply.
+    #[arg(long, env = "REDIS_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub redis_timeout: u64,
+
+    /// Seconds between liveness PINGs on the Redis connection; a dead or black-holed
+    /// connection is detected within this plus --redis-timeout.
+    #[arg(long, env = "REDIS_PING_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub redis_ping_interval: u64,
+}
+
+/// Behaviour when the flag key does not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnMissingKey {
+    /// Keep serving the last good document (and report the key as missing).
+    Keep,
+    /// Push an empty flag set `{"flags":{}}`: clients fall back to code defaults.
+    Empty,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -133,6 +171,12 @@ pub struct Config {
     pub documents: crate::flags::Options,
     pub context: Vec<(String, String)>,
     pub shutdown_grace: Duration,
+    pub on_missing_key: OnMissingKey,
+    pub snapshot_path: Option<PathBuf>,
+    pub max_streams: Option<u64>,
+    pub max_stream_duration: Option<Duration>,
+    pub redis_timeout: Duration,
+    pub redis_ping_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +219,13 @@ impl ServeArgs {
             },
             context: self.context_values.clone(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            on_missing_key: self.on_missing_key,
+            snapshot_path: self.snapshot_path.clone(),
+            max_streams: (self.max_streams != 0).then_some(self.max_streams),
+            max_stream_duration: (self.max_stream_duration != 0)
+                .then(|| Duration::from_secs(self.max_stream_duration)),
+            redis_timeout: Duration::from_secs(self.redis_timeout),
+            redis_ping_interval: Duration::from_secs(self.redis_ping_interval),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! change, and never ends with status OK: shutdown ends it with `UNAVAILABLE`, so every
 //! client (the Node provider in particular) reconnects instead of keeping stale flags.
 
+use crate::config::Config;
 use crate::hub::{Hub, View};
 use crate::selector::Selector;
 use crate::status::Status as Health;
@@ -13,6 +14,7 @@ use crate::wire::{string_struct, EncodedLegacySyncFlagsResponse, EncodedSyncFlag
 use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::debug;
@@ -32,6 +34,10 @@ pub struct SyncService {
     shutdown: CancellationToken,
     /// `GetMetadata`'s answer, built once.
     metadata: prost_types::Struct,
+    /// `--max-streams`.
+    max_streams: Option<u64>,
+    /// `--max-stream-duration`.
+    max_duration: Option<Duration>,
 }
 
 impl SyncService {
@@ -40,15 +46,37 @@ impl SyncService {
         health: Arc<Health>,
         metrics: Metrics,
         shutdown: CancellationToken,
-        context: &[(String, String)],
+        cfg: &Config,
     ) -> Self {
         SyncService {
             hub,
             health,
             metrics,
             shutdown,
-            metadata: string_struct(context),
+            metadata: string_struct(&cfg.context),
+            max_streams: cfg.max_streams,
+            max_duration: cfg.max_stream_duration,
         }
+    }
+
+    /// Refuses a new stream beyond `--max-streams`.
+    fn admit(&self) -> Result<(), Status> {
+        match self.max_streams {
+            Some(max) if self.health.streams() >= max as i64 => Err(Status::resource_exhausted(format!(
+                "this flagd-redis-sync instance serves its maximum of {max} streams (--max-streams); retry another instance or later"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The recycling deadline of a new stream: 80-100% of `--max-stream-duration`, so
+    /// streams opened together do not all reconnect together.
+    fn recycle_at(&self) -> Option<Pin<Box<tokio::time::Sleep>>> {
+        use rand::Rng;
+        self.max_duration.map(|d| {
+            let jittered = d.mul_f64(rand::rng().random_range(0.8..=1.0));
+            Box::pin(tokio::time::sleep(jittered))
+        })
     }
 
     /// Streams `pick(view)` for the selector: the current view at once (or the first
@@ -64,6 +92,7 @@ impl SyncService {
             selector,
             last: None,
             shutdown: self.shutdown.clone(),
+            recycle: self.recycle_at(),
             ended: false,
             _guard: StreamGuard::new(self.health.clone(), self.metrics.clone()),
         };
@@ -79,6 +108,10 @@ impl SyncService {
                         _ = st.shutdown.cancelled() => {
                             st.ended = true;
                             return Some((Err(Status::unavailable("flagd-redis-sync is shutting down; reconnect")), st));
+                        }
+                        _ = until(&mut st.recycle) => {
+                            st.ended = true;
+                            return Some((Err(Status::deadline_exceeded("stream recycled (--max-stream-duration); reconnect")), st));
                         }
                         s = Hub::newest(&mut st.rx) => match s {
                             Some(s) => s,
@@ -119,8 +152,17 @@ struct StreamState {
     selector: Selector,
     last: Option<crate::flags::Digest>,
     shutdown: CancellationToken,
+    recycle: Option<Pin<Box<tokio::time::Sleep>>>,
     ended: bool,
     _guard: StreamGuard,
+}
+
+/// Resolves when the deadline passes; never without one.
+async fn until(deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Counts a stream as open for as long as it lives.
@@ -166,6 +208,7 @@ impl flagd::flag_sync_service_server::FlagSyncService for SyncService {
         &self,
         request: Request<flagd::SyncFlagsRequest>,
     ) -> Result<Response<Self::SyncFlagsStream>, Status> {
+        self.admit()?;
         let sel = selector(&request, &request.get_ref().selector)?;
         debug!(provider_id = %request.get_ref().provider_id, selector = ?sel, "SyncFlags stream opened");
         Ok(Response::new(self.updates(sel, |v| v.v1.clone())))
@@ -199,6 +242,7 @@ impl legacy::flag_sync_service_server::FlagSyncService for SyncService {
         &self,
         request: Request<legacy::SyncFlagsRequest>,
     ) -> Result<Response<Self::SyncFlagsStream>, Status> {
+        self.admit()?;
         let sel = selector(&request, &request.get_ref().selector)?;
         Ok(Response::new(self.updates(sel, |v| v.legacy.clone())))
     }

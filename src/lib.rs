@@ -22,6 +22,7 @@ pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod selector;
+pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod telemetry;

@@ -1,7 +1,9 @@
 //! Logs (tracing) and metrics (OpenTelemetry, exported in Prometheus text format).
 
 use crate::config::LogFormat;
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter};
+use opentelemetry::metrics::{
+    Counter, Gauge, Histogram, Meter, MeterProvider as _, ObservableGauge, UpDownCounter,
+};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use tracing_subscriber::EnvFilter;
@@ -43,6 +45,9 @@ pub struct Metrics {
     pub document_bytes: Gauge<u64>,
     pub last_change: Gauge<f64>,
     pub propagation: Histogram<f64>,
+    /// Callbacks read at scrape time: live tokio tasks and open file descriptors, so a
+    /// leak (of streams, connections) shows as a trend.
+    _runtime: [ObservableGauge<i64>; 2],
 }
 
 impl Metrics {
@@ -110,6 +115,26 @@ impl Metrics {
                     0.5, 1.0,
                 ])
                 .build(),
+            _runtime: [
+                meter
+                    .i64_observable_gauge("flagd_redis_sync.runtime.tasks")
+                    .with_description("Live tokio tasks")
+                    .with_callback(|o| {
+                        if let Ok(h) = tokio::runtime::Handle::try_current() {
+                            o.observe(h.metrics().num_alive_tasks() as i64, &[]);
+                        }
+                    })
+                    .build(),
+                meter
+                    .i64_observable_gauge("flagd_redis_sync.process.open_fds")
+                    .with_description("Open file descriptors of the process")
+                    .with_callback(|o| {
+                        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+                            o.observe(dir.count() as i64, &[]);
+                        }
+                    })
+                    .build(),
+            ],
         }
     }
 

@@ -14,6 +14,8 @@ use tonic::transport::Channel;
 
 pub use flagd_redis_sync::wire::client;
 
+pub mod proxy;
+
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -70,6 +72,18 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// Starts redis-server on a given port (for a server that appears after the service).
+    pub fn start_on(port: u16, extra: &[&str]) -> Result<Self> {
+        let mut server = RedisServer {
+            port,
+            dir: tempfile::tempdir()?,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
     /// Starts redis-server with extra arguments (e.g. `["--rename-command", "CONFIG", ""]`).
     pub fn start_with(extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -114,8 +128,11 @@ impl RedisServer {
                 bail!("redis-server exited with {status}");
             }
             if let Ok(mut con) = self.client().get_connection() {
-                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                    return Ok(());
+                match redis::cmd("PING").query::<String>(&mut con) {
+                    Ok(_) => return Ok(()),
+                    // Up, but wants a password (--requirepass): that is up.
+                    Err(e) if e.to_string().contains("NOAUTH") => return Ok(()),
+                    Err(_) => {}
                 }
             }
             if Instant::now() > deadline {
@@ -173,6 +190,10 @@ impl RedisServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
 }
 
 impl Drop for RedisServer {
@@ -193,14 +214,9 @@ pub fn binary() -> PathBuf {
             .expect("workspace root")
             .to_path_buf();
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "flagd-redis-sync",
-                "--bin",
-                "flagd-redis-sync",
-            ])
+            // --workspace: the feature set of the test build, so after `cargo nextest
+            // run` this is a no-op rather than a rebuild of the binary.
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .current_dir(&root)
             .status()
             .expect("running cargo build");
@@ -344,6 +360,41 @@ impl Service {
         http_get(self.mgmt_port, path).await
     }
 
+    /// The value of an unlabelled metric on /metrics (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").await.expect("/metrics");
+        metric_value(&body, name).unwrap_or(0.0)
+    }
+
+    /// Waits until a metric reaches at least `at_least`.
+    pub async fn metric_reaches(&self, name: &str, at_least: f64) {
+        eventually(WAIT, name, || async {
+            (self.metric(name).await >= at_least).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}; logs:\n{}", self.logs()));
+    }
+
+    /// The parsed /readyz body.
+    pub async fn readyz(&self) -> (u16, serde_json::Value) {
+        let (code, body) = self.http_get("/readyz").await.expect("/readyz");
+        (code, serde_json::from_str(&body).expect("/readyz is JSON"))
+    }
+
+    /// Waits until the /readyz body matches `pred`.
+    pub async fn readyz_until(&self, what: &str, pred: impl Fn(u16, &serde_json::Value) -> bool) {
+        let pred = &pred;
+        let result = eventually(WAIT, what, || async move {
+            let (code, v) = self.readyz().await;
+            pred(code, &v).then_some(())
+        })
+        .await;
+        if let Err(e) = result {
+            let last = self.readyz().await;
+            panic!("{e}; last /readyz {last:?}; logs:\n{}", self.logs());
+        }
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) -> Result<()> {
         let port = self.mgmt_port;
@@ -372,6 +423,15 @@ pub fn signal(pid: u32, sig: libc::c_int) {
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
     }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+pub fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 /// A minimal HTTP/1.1 GET on 127.0.0.1 (no extra client crate needed).

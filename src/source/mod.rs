@@ -19,7 +19,7 @@ mod reader;
 
 pub use backoff::Backoff;
 
-use crate::config::RedisTarget;
+use crate::config::{Config, OnMissingKey, RedisTarget};
 use crate::flags::{self, DocumentError};
 use crate::hub::Hub;
 use crate::status::{KeyState, RedisState, Status};
@@ -48,13 +48,14 @@ pub struct Timing {
 }
 
 impl Timing {
-    pub fn with_poll(poll: Duration) -> Self {
+    pub fn from_config(cfg: &Config) -> Self {
         Timing {
-            poll,
-            ping: Duration::from_secs(5),
-            timeout: Duration::from_secs(5),
+            poll: cfg.poll_interval,
+            ping: cfg.redis_ping_interval,
+            timeout: cfg.redis_timeout,
             backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
+            // Flags should come back soon after Redis does; jitter spreads the fleet.
+            backoff_max: Duration::from_secs(5),
         }
     }
 }
@@ -78,6 +79,9 @@ pub struct Watcher {
     metrics: Metrics,
     documents: flags::Options,
     timing: Timing,
+    on_missing: OnMissingKey,
+    /// Saves accepted documents (`--snapshot-path`).
+    snapshot: Option<tokio::sync::watch::Sender<Option<Arc<str>>>>,
     /// Raw-payload digest of the last refused document, so a bad document left in
     /// Redis is logged once, not at every poll.
     last_refused: Option<flags::Digest>,
@@ -86,21 +90,16 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(
-        target: RedisTarget,
-        hub: Arc<Hub>,
-        status: Arc<Status>,
-        metrics: Metrics,
-        documents: flags::Options,
-        timing: Timing,
-    ) -> Self {
+    pub fn new(cfg: &Config, hub: Arc<Hub>, status: Arc<Status>, metrics: Metrics) -> Self {
         Watcher {
-            target,
+            target: cfg.redis.clone(),
             hub,
             status,
             metrics,
-            documents,
-            timing,
+            documents: cfg.documents,
+            timing: Timing::from_config(cfg),
+            on_missing: cfg.on_missing_key,
+            snapshot: cfg.snapshot_path.clone().map(crate::snapshot::spawn_writer),
             last_refused: None,
             config_warned: false,
         }
@@ -240,12 +239,27 @@ impl Watcher {
                 self.metrics.duplicates.add(1, &[]);
             }
             Fetched::Missing => {
-                if self.status.get().key != KeyState::Missing {
-                    let serving = self.serving();
-                    warn!(key = %self.target.key, serving = %serving,
-                        "flag key does not exist (deleted, expired, evicted or renamed away); serving the last good flags");
-                }
+                let first = self.status.get().key != KeyState::Missing;
                 self.status.update(|s| s.key = KeyState::Missing);
+                match self.on_missing {
+                    OnMissingKey::Keep => {
+                        if first {
+                            let serving = self.serving();
+                            warn!(key = %self.target.key, serving = %serving,
+                                "flag key does not exist (deleted, expired, evicted or renamed away); serving the last good flags");
+                        }
+                    }
+                    OnMissingKey::Empty => {
+                        if first {
+                            warn!(key = %self.target.key,
+                                "flag key does not exist; pushing an empty flag set (--on-missing-key=empty)");
+                        }
+                        let empty = flags::parse(br#"{"flags":{}}"#, &self.documents)
+                            .expect("the empty set is valid");
+                        self.publish(empty, seen);
+                        self.status.update(|s| s.key = KeyState::Missing);
+                    }
+                }
             }
             Fetched::Value(bytes) => self.consider(&bytes, seen),
         }
@@ -257,29 +271,41 @@ impl Watcher {
         match flags::parse(bytes, &self.documents) {
             Ok(doc) => {
                 self.last_refused = None;
-                let (digest, size, count) = (doc.digest, doc.canonical.len(), doc.flag_count);
-                if self.hub.publish(doc) {
-                    self.metrics.accepted.add(1, &[]);
-                    self.metrics.document_bytes.record(size as u64, &[]);
-                    let now = SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .unwrap_or_default();
-                    self.metrics.last_change.record(now.as_secs_f64(), &[]);
-                    if let Some(seen) = seen {
-                        self.metrics
-                            .propagation
-                            .record(seen.elapsed().as_secs_f64(), &[]);
-                    }
-                    info!(key = %self.target.key, digest = %digest.short(), bytes = size, flags = count, "flag document accepted and published");
-                } else {
-                    self.metrics.duplicates.add(1, &[]);
-                    debug!(key = %self.target.key, digest = %digest.short(), "flag document unchanged");
-                }
-                self.status.update(|s| s.key = KeyState::Valid);
-                self.status.refresh_ready(true);
+                self.publish(doc, seen);
             }
             Err(e) => self.refuse(bytes, e),
         }
+    }
+
+    /// Publishes a valid document (a no-op for unchanged content) and saves it.
+    fn publish(&mut self, doc: flags::Document, seen: Option<Instant>) {
+        let (digest, size, count) = (doc.digest, doc.canonical.len(), doc.flag_count);
+        let saved: Option<Arc<str>> = self
+            .snapshot
+            .is_some()
+            .then(|| doc.canonical.as_str().into());
+        if self.hub.publish(doc) {
+            self.metrics.accepted.add(1, &[]);
+            self.metrics.document_bytes.record(size as u64, &[]);
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.metrics.last_change.record(now.as_secs_f64(), &[]);
+            if let Some(seen) = seen {
+                self.metrics
+                    .propagation
+                    .record(seen.elapsed().as_secs_f64(), &[]);
+            }
+            info!(key = %self.target.key, digest = %digest.short(), bytes = size, flags = count, "flag document accepted and published");
+            if let (Some(writer), Some(json)) = (&self.snapshot, saved) {
+                writer.send_replace(Some(json));
+            }
+        } else {
+            self.metrics.duplicates.add(1, &[]);
+            debug!(key = %self.target.key, digest = %digest.short(), "flag document unchanged");
+        }
+        self.status.update(|s| s.key = KeyState::Valid);
+        self.status.refresh_ready(true);
     }
 
     fn refuse(&mut self, bytes: &[u8], e: DocumentError) {

@@ -128,16 +128,13 @@ fn unexpected() -> redis::RedisError {
     ))
 }
 
-/// Errors that mean "scripts are not available here", not "the connection is broken".
+/// Errors that mean "scripts are not available here" (NOPERM, unknown EVALSHA_RO on
+/// Redis < 7, scripting disabled), not "the connection is broken" or "wrong type".
 fn is_script_refusal(e: &redis::RedisError) -> bool {
-    let text = e.to_string();
-    !e.is_io_error()
-        && !e.is_timeout()
-        && !e.is_connection_dropped()
-        && !text.contains("WRONGTYPE")
-        && (text.contains("NOPERM")
-            || text.contains("unknown command")
-            || text.contains("NOSCRIPT")
-            || text.contains("not allowed")
-            || text.contains("ERR"))
+    use redis::{ErrorKind, ServerErrorKind};
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::NoPerm) => true,
+        ErrorKind::Server(ServerErrorKind::ResponseError) => !e.to_string().contains("WRONGTYPE"),
+        _ => false,
+    }
 }

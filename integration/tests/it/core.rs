@@ -8,38 +8,9 @@ use std::time::Duration;
 /// /metrics moves) and then seeing the stream stay quiet.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// The value of an unlabelled metric (0 when absent).
-async fn metric(svc: &Service, name: &str) -> f64 {
-    let (_, body) = svc.http_get("/metrics").await.expect("/metrics");
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .map(|v| v.trim().parse().unwrap_or(0.0))
-        })
-        .unwrap_or(0.0)
-}
-
-async fn metric_reaches(svc: &Service, name: &str, at_least: f64) {
-    eventually(WAIT, name, || async {
-        (metric(svc, name).await >= at_least).then_some(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}; logs:\n{}", svc.logs()));
-}
-
-async fn readyz_key_state(svc: &Service) -> String {
-    let (_, body) = svc.http_get("/readyz").await.unwrap();
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["key"]["state"].as_str().unwrap_or_default().to_string()
-}
-
 async fn await_key_state(svc: &Service, want: &str) {
-    eventually(WAIT, want, || async {
-        (readyz_key_state(svc).await == want).then_some(())
-    })
-    .await
-    .unwrap();
+    svc.readyz_until(want, |_, v| v["key"]["state"] == want)
+        .await;
 }
 
 #[tokio::test]
@@ -86,11 +57,13 @@ async fn identical_content_pushes_nothing() {
     s.next().await.unwrap();
     // The same content, re-serialised differently: a new SET, the same document.
     let reordered = r#"{ "flags": { "f": { "defaultVariant": "v", "variants": { "other": "x", "v": "one" }, "state": "ENABLED" } } }"#;
-    let before = metric(&svc, "flagd_redis_sync_notifications_total").await;
+    let before = svc.metric("flagd_redis_sync_notifications_total").await;
     redis.set("flags", reordered).unwrap();
     redis.set("flags", &doc("f", "one")).unwrap();
-    metric_reaches(&svc, "flagd_redis_sync_notifications_total", before + 2.0).await;
-    metric_reaches(&svc, "flagd_redis_sync_documents_duplicates_total", 1.0).await;
+    svc.metric_reaches("flagd_redis_sync_notifications_total", before + 2.0)
+        .await;
+    svc.metric_reaches("flagd_redis_sync_documents_duplicates_total", 1.0)
+        .await;
     s.expect_silence(QUIET).await.unwrap();
     // And a real change still goes through.
     redis.set("flags", &doc("f", "two")).unwrap();
@@ -229,22 +202,18 @@ async fn after_redis_is_killed_and_restarted_changes_still_arrive() {
     let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
     let mut s = svc.stream("").await.unwrap();
     s.next().await.unwrap();
-    let reconnects = metric(&svc, "flagd_redis_sync_redis_reconnects_total").await;
+    let reconnects = svc.metric("flagd_redis_sync_redis_reconnects_total").await;
     redis.kill9();
     eventually(WAIT, "redis reported down", || async {
-        (metric(&svc, "flagd_redis_sync_redis_up").await == 0.0).then_some(())
+        (svc.metric("flagd_redis_sync_redis_up").await == 0.0).then_some(())
     })
     .await
     .unwrap();
     redis.restart().unwrap();
-    metric_reaches(
-        &svc,
-        "flagd_redis_sync_redis_reconnects_total",
-        reconnects + 1.0,
-    )
-    .await;
+    svc.metric_reaches("flagd_redis_sync_redis_reconnects_total", reconnects + 1.0)
+        .await;
     eventually(WAIT, "redis reported up", || async {
-        (metric(&svc, "flagd_redis_sync_redis_up").await == 1.0).then_some(())
+        (svc.metric("flagd_redis_sync_redis_up").await == 1.0).then_some(())
     })
     .await
     .unwrap();

@@ -1,0 +1,482 @@
+//! Faults injected for real: dead connections, bad credentials, bad input, slow and
+//! churning clients, restarts. Clients must always hold the last good flags.
+
+use integration::proxy::BlackholeProxy;
+use integration::*;
+use std::time::{Duration, Instant};
+
+const FAST_DETECTION: [&str; 4] = ["--redis-ping-interval", "1", "--redis-timeout", "1"];
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_blackholed_connection_is_detected_and_replaced() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let proxy = BlackholeProxy::start(redis.port).await.unwrap();
+    let uri = format!("redis://127.0.0.1:{}/0?key=flags", proxy.port);
+    let svc = Service::start(&uri, &FAST_DETECTION).await.unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    s.next().await.unwrap();
+    svc.metric_reaches("flagd_redis_sync_redis_up", 1.0).await;
+
+    proxy.blackhole(true);
+    let cut = Instant::now();
+    svc.readyz_until("redis down", |_, v| v["redis"] == "down")
+        .await;
+    let detected = cut.elapsed();
+    // Bounded by the ping interval plus the timeout (1 s + 1 s), with slack for a busy machine.
+    assert!(detected < Duration::from_secs(6), "took {detected:?}");
+    let (code, body) = svc.readyz().await;
+    assert_eq!(code, 200, "the last good flags are still served: {body}");
+
+    proxy.blackhole(false);
+    svc.readyz_until("redis connected again", |_, v| v["redis"] == "connected")
+        .await;
+    redis.set("flags", &doc("f", "two")).unwrap();
+    assert_eq!(
+        default_value(&s.next_json().await.unwrap(), "f").as_deref(),
+        Some("two")
+    );
+    eprintln!("black-hole detected after {detected:?}");
+}
+
+#[tokio::test]
+async fn redis_unreachable_at_start_up_then_appearing() {
+    let port = free_port();
+    let svc = Service::start(&format!("redis://127.0.0.1:{port}/0?key=flags"), &[])
+        .await
+        .unwrap();
+    let (code, v) = svc.readyz().await;
+    assert_eq!(code, 503);
+    assert_ne!(v["redis"], "connected");
+    let mut s = svc.stream("").await.unwrap();
+    let redis = RedisServer::start_on(port, &[]).unwrap();
+    redis.set("flags", &doc("f", "late")).unwrap();
+    assert_eq!(
+        default_value(&s.next_json().await.unwrap(), "f").as_deref(),
+        Some("late")
+    );
+    svc.wait_ready().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_gone_for_a_minute_clients_keep_flags_and_catch_up() {
+    let mut redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &FAST_DETECTION)
+        .await
+        .unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    s.next().await.unwrap();
+    redis.kill9();
+    svc.readyz_until("redis down", |_, v| v["redis"] == "down")
+        .await;
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        // All along: ready, and a new client gets the last good flags.
+        let (code, _) = svc.readyz().await;
+        assert_eq!(code, 200);
+        let mut fresh = svc.stream("").await.unwrap();
+        assert_eq!(
+            default_value(&fresh.next_json().await.unwrap(), "f").as_deref(),
+            Some("one")
+        );
+        s.expect_silence(Duration::from_secs(5)).await.unwrap();
+    }
+    redis.restart().unwrap();
+    // Reconnect backoff is capped at 5 s (with jitter): well within the wait.
+    svc.readyz_until("redis connected again", |_, v| v["redis"] == "connected")
+        .await;
+    redis.set("flags", &doc("f", "two")).unwrap();
+    assert_eq!(
+        default_value(&s.next_json().await.unwrap(), "f").as_deref(),
+        Some("two")
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_reported_and_retried_without_leaking() {
+    let redis = RedisServer::start_with(&["--requirepass", "right-secret"]).unwrap();
+    let uri = format!("redis://:wrong-secret@127.0.0.1:{}/0?key=flags", redis.port);
+    let svc = Service::start(&uri, &[]).await.unwrap();
+    svc.metric_reaches("flagd_redis_sync_redis_reconnects_total", 2.0)
+        .await;
+    let (code, v) = svc.readyz().await;
+    assert_eq!(code, 503);
+    assert_eq!(v["redis"], "down");
+    let err = v["redis_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("WRONGPASS") || err.contains("uthentication"),
+        "{v}"
+    );
+    let (_, metrics) = svc.http_get("/metrics").await.unwrap();
+    for text in [svc.logs(), v.to_string(), metrics] {
+        assert!(!text.contains("wrong-secret"), "password leaked:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn an_acl_user_without_get_gets_a_clear_reason() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    redis
+        .cmd::<()>(&[
+            "ACL",
+            "SETUSER",
+            "watcher",
+            "on",
+            ">pw",
+            "resetkeys",
+            "resetchannels",
+            "-@all",
+            "+ping",
+            "+subscribe",
+            "+hello",
+            "+auth",
+            "~flags",
+            "&__keyspace@0__:flags",
+        ])
+        .unwrap();
+    let uri = format!("redis://watcher:pw@127.0.0.1:{}/0?key=flags", redis.port);
+    let svc = Service::start(&uri, &[]).await.unwrap();
+    svc.readyz_until("key refused", |_, v| v["key"]["state"] == "refused")
+        .await;
+    let (code, v) = svc.readyz().await;
+    assert_eq!(code, 503, "no document was ever loaded: {v}");
+    let reason = v["key"]["reason"].as_str().unwrap().to_lowercase();
+    assert!(
+        reason.contains("noperm") && reason.contains("'get'"),
+        "{reason}"
+    );
+    let logs = svc.logs();
+    assert!(
+        logs.to_lowercase().contains("noperm") && logs.contains("cannot read the flag key"),
+        "{logs}"
+    );
+    assert!(!logs.contains(">pw") && !logs.contains(":pw@"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_payload_over_the_limit_is_refused() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "small")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &["--max-payload-bytes", "2000"])
+        .await
+        .unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    s.next().await.unwrap();
+    redis.set("flags", &doc("f", &"x".repeat(3000))).unwrap();
+    svc.readyz_until("refused", |_, v| v["key"]["state"] == "refused")
+        .await;
+    let (_, v) = svc.readyz().await;
+    assert!(
+        v["key"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--max-payload-bytes"),
+        "{v}"
+    );
+    s.expect_silence(Duration::from_millis(300)).await.unwrap();
+    let mut fresh = svc.stream("").await.unwrap();
+    assert_eq!(
+        default_value(&fresh.next_json().await.unwrap(), "f").as_deref(),
+        Some("small")
+    );
+}
+
+#[tokio::test]
+async fn on_missing_key_empty_pushes_an_empty_set() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &["--on-missing-key", "empty"])
+        .await
+        .unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    s.next().await.unwrap();
+    redis.cmd::<i64>(&["DEL", "flags"]).unwrap();
+    assert_eq!(
+        s.next_json().await.unwrap(),
+        serde_json::json!({"flags": {}})
+    );
+}
+
+#[tokio::test]
+async fn a_restart_while_redis_is_down_serves_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("flags.json");
+    let snap_arg = snap.to_str().unwrap();
+    let mut redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "saved")).unwrap();
+    let uri = redis.uri("flags");
+    {
+        let svc = Service::start(&uri, &["--snapshot-path", snap_arg])
+            .await
+            .unwrap();
+        svc.wait_ready().await.unwrap();
+        eventually(WAIT, "snapshot written", || async {
+            std::fs::read_to_string(&snap)
+                .ok()
+                .filter(|s| s.contains("saved"))
+                .map(drop)
+        })
+        .await
+        .unwrap();
+    }
+    redis.kill9();
+    let svc = Service::start(&uri, &["--snapshot-path", snap_arg])
+        .await
+        .unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    assert_eq!(
+        default_value(&s.next_json().await.unwrap(), "f").as_deref(),
+        Some("saved")
+    );
+    svc.wait_ready().await.unwrap();
+    assert!(
+        svc.logs().contains("serving the snapshot saved on disk"),
+        "{}",
+        svc.logs()
+    );
+}
+
+#[tokio::test]
+async fn a_slow_consumer_stays_bounded_and_gets_the_newest() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "v0")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let mut slow = svc.stream("").await.unwrap();
+    slow.next().await.unwrap();
+    let mut fast = svc.stream("").await.unwrap();
+    fast.next().await.unwrap();
+    // 80 changes of 256 KiB: 15 MiB more between the two measurements if each change
+    // were queued for the stalled stream. Measured between change 20 and change 80 so
+    // that allocator warm-up is not counted: the point is that growth stops.
+    let big = "y".repeat(256 * 1024);
+    let last = 80;
+    let mut after_warmup = 0;
+    for i in 1..=last {
+        redis
+            .set("flags", &doc("f", &format!("v{i}-{big}")))
+            .unwrap();
+        // The fast client keeps up with every change.
+        let got = default_value(&fast.next_json().await.unwrap(), "f").unwrap();
+        assert!(
+            got.starts_with(&format!("v{i}-")),
+            "fast client got {}",
+            &got[..8]
+        );
+        if i == 20 {
+            after_warmup = rss_kib(svc.pid());
+        }
+    }
+    let grown = rss_kib(svc.pid()).saturating_sub(after_warmup);
+    assert!(
+        grown < 6 * 1024,
+        "RSS grew by {grown} KiB over 60 changes with a stalled stream"
+    );
+    // The slow one resumes and reaches the newest within a few messages (what HTTP/2
+    // flow control had already let through), not one per change.
+    let mut n = 0;
+    loop {
+        n += 1;
+        let got = default_value(&slow.next_json().await.unwrap(), "f").unwrap();
+        if got.starts_with(&format!("v{last}-")) {
+            break;
+        }
+        assert!(
+            n < 10,
+            "slow stream replays the backlog: message {n} is {}",
+            &got[..8]
+        );
+    }
+    eprintln!(
+        "slow consumer: RSS +{grown} KiB over {last} x 256 KiB changes; caught up in {n} messages"
+    );
+}
+
+#[tokio::test]
+async fn ten_thousand_connect_disconnect_cycles_leave_no_trace() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    // Warm up once so lazily created runtime parts are not counted as a leak.
+    drop(svc.stream("").await.unwrap().next().await.unwrap());
+    let settled = |svc: &Service| {
+        let port = svc.mgmt_port;
+        async move {
+            let (_, body) = http_get(port, "/metrics").await.unwrap();
+            let get = |n| metric_value(&body, n).unwrap_or(-1.0);
+            (
+                get("flagd_redis_sync_process_open_fds"),
+                get("flagd_redis_sync_runtime_tasks"),
+                get("feature_flag_flagd_sync_active_streams"),
+            )
+        }
+    };
+    let (fds0, tasks0, _) = settled(&svc).await;
+    let rss0 = rss_kib(svc.pid());
+    let workers: Vec<_> = (0..20)
+        .map(|_| {
+            let port = svc.grpc_port;
+            tokio::spawn(async move {
+                for _ in 0..500 {
+                    let ch =
+                        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                            .unwrap()
+                            .connect()
+                            .await
+                            .unwrap();
+                    let mut c =
+                        client::flagd::flag_sync_service_client::FlagSyncServiceClient::new(ch);
+                    let mut s = SyncStream(
+                        c.sync_flags(client::flagd::SyncFlagsRequest::default())
+                            .await
+                            .unwrap()
+                            .into_inner(),
+                    );
+                    s.next().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let last = loop {
+        let now = settled(&svc).await;
+        if now.0 <= fds0 + 2.0 && now.1 <= tasks0 + 2.0 && now.2 == 0.0 {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "baseline fds {fds0} tasks {tasks0}; after churn (fds, tasks, streams) = {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rss1 = rss_kib(svc.pid());
+    assert!(
+        rss1 < rss0 + 8 * 1024,
+        "RSS {rss0} KiB -> {rss1} KiB after 10,000 cycles"
+    );
+    eprintln!(
+        "churn: fds {fds0} -> {}, tasks {tasks0} -> {}, RSS {rss0} -> {rss1} KiB",
+        last.0, last.1
+    );
+}
+
+#[tokio::test]
+async fn frequent_client_keepalive_pings_are_tolerated() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", svc.grpc_port))
+        .unwrap()
+        .http2_keep_alive_interval(Duration::from_millis(100))
+        .keep_alive_while_idle(true)
+        .keep_alive_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    let mut c = client::flagd::flag_sync_service_client::FlagSyncServiceClient::new(ch);
+    let mut s = SyncStream(
+        c.sync_flags(client::flagd::SyncFlagsRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    s.next().await.unwrap();
+    // ~30 pings, far more often than any provider pings: no GOAWAY, the stream lives.
+    s.expect_silence(Duration::from_secs(3)).await.unwrap();
+    redis.set("flags", &doc("f", "two")).unwrap();
+    assert_eq!(
+        default_value(&s.next_json().await.unwrap(), "f").as_deref(),
+        Some("two")
+    );
+}
+
+#[tokio::test]
+async fn streams_are_recycled_with_deadline_exceeded() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &["--max-stream-duration", "1"])
+        .await
+        .unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    s.next().await.unwrap();
+    let status = s.end_status().await.unwrap();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+}
+
+#[tokio::test]
+async fn streams_beyond_the_limit_are_refused() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &["--max-streams", "2"])
+        .await
+        .unwrap();
+    let mut a = svc.stream("").await.unwrap();
+    a.next().await.unwrap();
+    let mut b = svc.stream("").await.unwrap();
+    b.next().await.unwrap();
+    let mut c = svc.client().await.unwrap();
+    let err = c
+        .sync_flags(client::flagd::SyncFlagsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("--max-streams"), "{err:?}");
+    drop(a);
+    svc.metric_reaches("feature_flag_flagd_sync_active_streams", 0.0)
+        .await;
+    eventually(WAIT, "a free slot", || async {
+        let mut c = svc.client().await.ok()?;
+        c.sync_flags(client::flagd::SyncFlagsRequest::default())
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_with_a_thousand_streams() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let mut svc = Service::start(&redis.uri("flags"), &["--shutdown-grace", "10"])
+        .await
+        .unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..1000 {
+        let mut s = svc.stream("").await.unwrap();
+        s.next().await.unwrap();
+        streams.push(s);
+    }
+    svc.sigterm();
+    let started = Instant::now();
+    let ends = futures::future::join_all(streams.iter_mut().map(|s| s.end_status())).await;
+    for status in ends {
+        assert_eq!(status.unwrap().code(), tonic::Code::Unavailable);
+    }
+    let exit = svc.wait_exit(Duration::from_secs(12)).await.unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let logs = svc.logs();
+    let off = logs
+        .find("readiness off")
+        .expect("readiness goes off first");
+    let stopped = logs.find("stopped").expect("stopped");
+    assert!(off < stopped);
+    eprintln!(
+        "1000 streams ended and the process exited in {:?}",
+        started.elapsed()
+    );
+}
