@@ -561,3 +561,46 @@ mod tests {
         Cli::command().debug_assert();
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,80}") {
+            let _ = RedisTarget::parse(&s);
+        }
+
+        #[test]
+        fn passwords_never_show(
+            user in "[a-z]{1,8}",
+            password in "[A-Za-z0-9]{6,16}",
+            host in "[a-z]{1,10}",
+            port in 1u16..,
+            db in 0i64..16,
+            key in "[a-z:]{1,12}",
+        ) {
+            let uri = format!("redis://{user}:{password}@{host}:{port}/{db}?key={key}");
+            let t = RedisTarget::parse(&uri).unwrap();
+            prop_assert_eq!(t.password.as_deref(), Some(password.as_str()));
+            prop_assert_eq!((t.db, t.key.as_str()), (db, key.as_str()));
+            let shown = format!("{t} {t:?}");
+            prop_assert!(!shown.contains(&password), "{}", shown);
+            // Every error message about a URI with this password stays clean too.
+            let broken = format!("redis://{user}:{password}@{host}:{port}/x{db}?key={key}");
+            let e = RedisTarget::parse(&broken).unwrap_err().to_string();
+            prop_assert!(!e.contains(&password), "{}", e);
+        }
+
+        #[test]
+        fn redacted_display_parses_back_to_the_same_target_without_password(
+            host in "[a-z]{1,10}", port in 1u16.., db in 0i64..16, key in "[a-z]{1,12}", tls in any::<bool>(),
+        ) {
+            let scheme = if tls { "rediss" } else { "redis" };
+            let t = RedisTarget::parse(&format!("{scheme}://{host}:{port}/{db}?key={key}")).unwrap();
+            prop_assert_eq!(RedisTarget::parse(&t.to_string()).unwrap(), t);
+        }
+    }
+}

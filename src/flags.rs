@@ -540,3 +540,121 @@ mod tests {
         assert_eq!(err(r#"{"flags":{},"n":1e400}"#).reason(), "not_json");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z]{0,8}".prop_map(Value::from),
+        ]
+    }
+
+    /// Valid documents with 1-5 flags of random types, metadata and targeting.
+    fn document() -> impl Strategy<Value = Value> {
+        let flag = (
+            prop_oneof![Just("bool"), Just("string"), Just("number")],
+            prop::collection::btree_set("[a-z]{1,6}", 1..4),
+            any::<bool>(),
+            any::<bool>(),
+            prop::option::of(prop::collection::btree_map("[a-z]{1,5}", scalar(), 0..3)),
+        )
+            .prop_map(|(kind, names, enabled, with_default, metadata)| {
+                let variants: Map<String, Value> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let v = match kind {
+                            "bool" => Value::from(i % 2 == 0),
+                            "string" => Value::from(format!("v{i}")),
+                            _ => Value::from(i as f64 + 0.5),
+                        };
+                        (n.clone(), v)
+                    })
+                    .collect();
+                let mut f = serde_json::json!({
+                    "state": if enabled { "ENABLED" } else { "DISABLED" },
+                    "variants": variants,
+                    "targeting": {"if": [{"in": ["@x", {"var": "email"}]}, names.iter().next().unwrap(), null]},
+                });
+                if with_default {
+                    f["defaultVariant"] = Value::from(names.iter().next().unwrap().clone());
+                }
+                if let Some(m) = metadata {
+                    f["metadata"] = serde_json::to_value(m).unwrap();
+                }
+                f
+            });
+        prop::collection::btree_map("[a-z][a-z0-9_-]{0,10}", flag, 1..6)
+            .prop_map(|flags| serde_json::json!({ "flags": flags }))
+    }
+
+    /// Serialises with object keys in reverse order and extra white space.
+    fn shuffled(v: &Value) -> String {
+        match v {
+            Value::Object(m) => {
+                let parts: Vec<String> = m
+                    .iter()
+                    .rev()
+                    .map(|(k, v)| format!("{} :  {}", Value::from(k.clone()), shuffled(v)))
+                    .collect();
+                format!("{{ {} }}", parts.join(" ,\n "))
+            }
+            Value::Array(a) => format!("[ {} ]", a.iter().map(shuffled).collect::<Vec<_>>().join(" , ")),
+            other => other.to_string(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&bytes, &Options::default());
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_json(s in "[\\[\\]{}\",:a-z0-9 .eE+-]{0,200}") {
+            let _ = parse(s.as_bytes(), &Options::default());
+        }
+
+        #[test]
+        fn canonical_form_is_a_fixed_point(doc in document()) {
+            let first = parse(doc.to_string().as_bytes(), &Options::default()).unwrap();
+            let again = parse(first.canonical.as_bytes(), &Options::default()).unwrap();
+            prop_assert_eq!(&first.canonical, &again.canonical);
+            prop_assert_eq!(first.digest, again.digest);
+        }
+
+        #[test]
+        fn formatting_never_changes_the_digest(doc in document()) {
+            let a = parse(doc.to_string().as_bytes(), &Options::default()).unwrap();
+            let b = parse(shuffled(&doc).as_bytes(), &Options::default()).unwrap();
+            prop_assert_eq!(a.digest, b.digest);
+        }
+
+        #[test]
+        fn a_default_variant_outside_the_variants_is_always_refused(doc in document(), bogus in "[A-Z]{1,6}") {
+            let mut doc = doc;
+            let name = doc["flags"].as_object().unwrap().keys().next().unwrap().clone();
+            doc["flags"][&name]["defaultVariant"] = Value::from(bogus);
+            let e = parse(doc.to_string().as_bytes(), &Options::default()).unwrap_err();
+            prop_assert_eq!(e.reason(), "invalid_shape");
+        }
+
+        #[test]
+        fn the_array_form_normalises_to_the_map_form(doc in document()) {
+            let map_form = parse(doc.to_string().as_bytes(), &Options::default()).unwrap();
+            let flags: Vec<Value> = doc["flags"].as_object().unwrap().iter().map(|(k, f)| {
+                let mut f = f.clone();
+                f["key"] = Value::from(k.clone());
+                f
+            }).collect();
+            let array = serde_json::json!({ "flags": flags });
+            let array_form = parse(array.to_string().as_bytes(), &Options::default()).unwrap();
+            prop_assert_eq!(map_form.digest, array_form.digest);
+        }
+    }
+}
