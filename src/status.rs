@@ -17,6 +17,10 @@ pub enum Trigger {
     /// Subscribed to keyspace notifications, but CONFIG GET was refused, so whether
     /// Redis sends them is unknown; the poll guarantees convergence.
     KeyspaceUnverified,
+    /// RESP3 client-side-caching invalidations (`CLIENT TRACKING ON BCAST PREFIX key`),
+    /// used where keyspace notifications cannot be confirmed (CONFIG refused); keyspace
+    /// events, if the server sends them, are still subscribed.
+    Tracking,
     /// Notifications are off and could not be enabled: the poll alone.
     PollOnly,
 }

@@ -22,7 +22,7 @@ pub use backoff::Backoff;
 use crate::config::{Config, OnMissingKey, RedisTarget};
 use crate::flags::{self, DocumentError};
 use crate::hub::Hub;
-use crate::status::{KeyState, RedisState, Status};
+use crate::status::{KeyState, RedisState, Status, Trigger};
 use crate::telemetry::Metrics;
 use reader::{Fetched, Reader};
 use redis::aio::MultiplexedConnection;
@@ -87,6 +87,8 @@ pub struct Watcher {
     last_refused: Option<flags::Digest>,
     /// Warn about a refused CONFIG only once per process.
     config_warned: bool,
+    /// Warn about refused CLIENT TRACKING only once per process.
+    tracking_warned: bool,
 }
 
 impl Watcher {
@@ -102,6 +104,7 @@ impl Watcher {
             snapshot: cfg.snapshot_path.clone().map(crate::snapshot::spawn_writer),
             last_refused: None,
             config_warned: false,
+            tracking_warned: false,
         }
     }
 
@@ -145,14 +148,21 @@ impl Watcher {
             .set_connection_timeout(Some(self.timing.timeout))
             .set_response_timeout(Some(self.timing.timeout))
             .set_push_sender(push_tx);
-        let client = redis::Client::open(self.target.connection_info()?)?;
+        let client = self.target.client()?;
         let mut con = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
 
-        let trigger = notify::ensure(&mut con, &self.timing, &mut self.config_warned).await;
+        let mut trigger = notify::ensure(&mut con, &self.timing, &mut self.config_warned).await;
         let channel = self.target.keyspace_channel();
         con.subscribe(&channel).await?;
+        if trigger != Trigger::Keyspace {
+            // Needs no CONFIG: invalidations for every write to keys with this prefix
+            // (other keys sharing it cost a cheap hash read), and FLUSHALL too.
+            if notify::track(&mut con, &self.target.key, &mut self.tracking_warned).await {
+                trigger = Trigger::Tracking;
+            }
+        }
         self.status.update(|s| {
             s.redis = RedisState::Connected;
             s.redis_error = None;
@@ -182,7 +192,7 @@ impl Watcher {
                     while let Some(p) = next {
                         match p.kind {
                             PushKind::Disconnection => return Err(SessionError::Disconnected),
-                            PushKind::Message => {
+                            PushKind::Message | PushKind::Invalidate => {
                                 self.metrics.notifications.add(1, &[]);
                                 event = true;
                             }
@@ -215,6 +225,8 @@ impl Watcher {
 
     /// Reads the key and publishes it if it changed. Connection errors end the session;
     /// errors about the key or the document are reported and the session goes on.
+    /// One span per read: exported over OTLP, it times Redis round trip + validation.
+    #[tracing::instrument(name = "read_flag_key", skip_all)]
     async fn read(
         &mut self,
         con: &mut MultiplexedConnection,

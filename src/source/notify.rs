@@ -74,6 +74,31 @@ pub async fn ensure(
     }
 }
 
+/// Arms RESP3 client tracking for the key's prefix on this connection (lost with the
+/// connection, so called after every connect). Returns whether Redis accepted it.
+pub async fn track(con: &mut MultiplexedConnection, key: &str, warned: &mut bool) -> bool {
+    let r: redis::RedisResult<()> = redis::cmd("CLIENT")
+        .arg("TRACKING")
+        .arg("ON")
+        .arg("BCAST")
+        .arg("PREFIX")
+        .arg(key)
+        .query_async(con)
+        .await;
+    match r {
+        Ok(()) => {
+            info!(prefix = %key, "keyspace notifications unconfirmed: using CLIENT TRACKING invalidations as the change trigger");
+            true
+        }
+        Err(e) => {
+            if !std::mem::replace(warned, true) {
+                warn!(error = %e, "CLIENT TRACKING refused too (needs +client|tracking); relying on keyspace events if the server sends them, and on the poll");
+            }
+            false
+        }
+    }
+}
+
 /// The value out of a CONFIG GET reply (a map in RESP3, a pair list in RESP2).
 fn config_value(v: &redis::Value) -> Option<String> {
     use redis::Value;
