@@ -48,6 +48,23 @@ smoke: ## One end-to-end pass: seed, serve, change a flag, print the push latenc
 	scripts/ensure-redis.sh
 	$(CARGO) run -q -p integration --example smoke
 
+# The benchmark runs the release binary, whatever `make test` built.
+BENCH_BIN := $(abspath $(or $(CARGO_TARGET_DIR),target))/release/flagd-redis-sync
+BENCH_BUILD := $(CARGO) build --release -p flagd-redis-sync --bin flagd-redis-sync -p integration --example bench
+
+.PHONY: bench
+bench: ## Full benchmark (about 10 min, quiet machine): rewrites docs/benchmarks.md and docs/bench/
+	scripts/ensure-redis.sh
+	$(BENCH_BUILD)
+	FLAGD_REDIS_SYNC_BIN="$(BENCH_BIN)" $(CARGO) run -q --release -p integration --example bench
+
+.PHONY: bench-quick
+bench-quick: ## Fewer cases and rounds (under 3 min); writes target/bench-quick/ only
+	scripts/ensure-redis.sh
+	$(BENCH_BUILD)
+	FLAGD_REDIS_SYNC_BIN="$(BENCH_BIN)" $(CARGO) run -q --release -p integration --example bench -- \
+		--quick --no-doc --out $(abspath $(or $(CARGO_TARGET_DIR),target))/bench-quick
+
 .PHONY: lint
 lint: ## cargo fmt --check, clippy with warnings as errors, bash -n on the scripts
 	$(CARGO) fmt --all --check
