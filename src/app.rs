@@ -227,7 +227,16 @@ pub async fn run(
     if let Some(path) = &cfg.socket_path {
         let _ = std::fs::remove_file(path);
     }
-    let _ = telemetry.provider.shutdown();
+    // Flushes OTLP metrics and spans: blocking, so off the async workers, and bounded so
+    // an unreachable collector cannot hold up the exit.
+    let flush = telemetry.clone();
+    let flushed = tokio::task::spawn_blocking(move || flush.shutdown());
+    if tokio::time::timeout(Duration::from_secs(5), flushed)
+        .await
+        .is_err()
+    {
+        warn!("telemetry flush still running after 5 s; exiting anyway");
+    }
     info!("stopped");
     Ok(())
 }

@@ -25,8 +25,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check flag documents exactly as the service would; exit 1 if any is refused.
+    /// Check flag documents exactly as the service would. Exit 0: all valid; 1: any
+    /// refused; 2: a file cannot be read.
     Validate(ValidateArgs),
+    /// Validate a flag document, then store it in the Redis key with one atomic SET.
+    /// Exit 0: stored; 1: refused; 2: file unreadable; 3: Redis error; 64: bad URI.
+    Put(crate::tools::put::PutArgs),
+    /// Follow a sync server as a client does and print a line per document received.
+    /// Exit 0: --count reached; 1: the stream could not open or ended.
+    Watch(crate::tools::watch::WatchArgs),
+    /// Probe a running instance's /readyz (for container health checks). Exit 0: ready;
+    /// 1: not ready or unreachable, with the reason on one line.
+    Healthcheck(crate::tools::healthcheck::HealthcheckArgs),
 }
 
 #[derive(Debug, Args)]

@@ -92,11 +92,14 @@ pub enum DocumentError {
     TooLarge { size: usize, limit: usize },
     #[error("payload is not valid UTF-8 (first bad byte at offset {offset})")]
     NotUtf8 { offset: usize },
-    #[error("payload is not valid JSON: {message} at line {line} column {column}")]
+    #[error("payload is not valid JSON: {message} at line {line} column {column}{}", near(.pointer))]
     NotJson {
         message: String,
         line: usize,
         column: usize,
+        /// JSON pointer of the innermost member or element being read when the error was
+        /// found (`""`: the top level).
+        pointer: String,
     },
     #[error("{pointer}: {message}")]
     Shape { pointer: String, message: String },
@@ -141,6 +144,7 @@ pub fn parse(bytes: &[u8], opts: &Options) -> Result<Document, DocumentError> {
         message: json_message(&e),
         line: e.line(),
         column: e.column(),
+        pointer: pointer_at(text, e.line(), e.column()),
     })?;
     let flag_count = check(&mut value, opts.normalize)?;
     let canonical = serde_json::to_string(&value).expect("a serde_json::Value always serialises");
@@ -156,6 +160,88 @@ pub fn parse(bytes: &[u8], opts: &Options) -> Result<Document, DocumentError> {
         value,
         flag_count,
     })
+}
+
+fn near(pointer: &str) -> String {
+    if pointer.is_empty() {
+        String::new()
+    } else {
+        format!(" (in {pointer})")
+    }
+}
+
+/// The JSON pointer of the place a syntax error was found: a light scan of the text up
+/// to serde_json's line and column (1-based; the column counts bytes), tracking the open
+/// objects (with their current member name) and arrays (with their current index).
+fn pointer_at(text: &str, line: usize, column: usize) -> String {
+    enum Frame {
+        Object { key: Option<String>, want_key: bool },
+        Array { index: usize },
+    }
+    let line_start = if line <= 1 {
+        Some(0)
+    } else {
+        text.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)
+    };
+    // Up to, not including, the character the error was found at (a closing bracket
+    // there must not close the frame it is wrong in).
+    let end = line_start.map_or(text.len(), |s| {
+        (s + column.saturating_sub(1)).min(text.len())
+    });
+    let bytes = &text.as_bytes()[..end];
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if let Some(Frame::Object { key, want_key }) = stack.last_mut() {
+                    if *want_key {
+                        let raw = String::from_utf8_lossy(&bytes[start..i.min(bytes.len())]);
+                        *key = Some(
+                            serde_json::from_str(&format!("\"{raw}\""))
+                                .unwrap_or_else(|_| raw.into_owned()),
+                        );
+                    }
+                }
+            }
+            b'{' => stack.push(Frame::Object {
+                key: None,
+                want_key: true,
+            }),
+            b'[' => stack.push(Frame::Array { index: 0 }),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b':' => {
+                if let Some(Frame::Object { want_key, .. }) = stack.last_mut() {
+                    *want_key = false;
+                }
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Object { key, want_key }) => {
+                    *key = None;
+                    *want_key = true;
+                }
+                Some(Frame::Array { index }) => *index += 1,
+                None => {}
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    stack
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Object { key: Some(k), .. } => Some(format!("/{}", token(k))),
+            Frame::Object { key: None, .. } => None,
+            Frame::Array { index } => Some(format!("/{index}")),
+        })
+        .collect()
 }
 
 /// serde_json's message without its trailing " at line L column C".
@@ -514,6 +600,33 @@ mod tests {
     }
 
     #[test]
+    fn not_json_points_at_the_member_being_read() {
+        for (doc, want) in [
+            ("{\n  \"flags\": {,\n}", "/flags"),
+            (
+                r#"{"flags":{"a":{"state":"ENABLED","variants":{"on":true "off":false}}}}"#,
+                "/flags/a/variants/on",
+            ),
+            (
+                r#"{"flags":{"a/b":{"state":ENABLED}}}"#,
+                "/flags/a~1b/state",
+            ),
+            (r#"{"flags":[{"key":"x"},{"key":"y",}]}"#, "/flags/1"),
+            (r#"{"flags":{"q\"":{"state":}}}"#, "/flags/q\"/state"),
+            ("{\"flags\":", "/flags"),
+            ("nope", ""),
+        ] {
+            match err(doc) {
+                DocumentError::NotJson { pointer, .. } => assert_eq!(pointer, want, "{doc}"),
+                other => panic!("{doc}: unexpected {other:?}"),
+            }
+        }
+        let e = err(r#"{"flags":{"a":{"state":ENABLED}}}"#).to_string();
+        assert!(e.ends_with("(in /flags/a/state)"), "{e}");
+        assert!(!err("nope").to_string().contains("(in"));
+    }
+
+    #[test]
     fn not_json_reports_line_and_column() {
         match err("{\n  \"flags\": {,\n}") {
             DocumentError::NotJson { line, column, .. } => assert_eq!((line, column), (2, 13)),
@@ -604,7 +717,10 @@ mod properties {
                     .collect();
                 format!("{{ {} }}", parts.join(" ,\n "))
             }
-            Value::Array(a) => format!("[ {} ]", a.iter().map(shuffled).collect::<Vec<_>>().join(" , ")),
+            Value::Array(a) => format!(
+                "[ {} ]",
+                a.iter().map(shuffled).collect::<Vec<_>>().join(" , ")
+            ),
             other => other.to_string(),
         }
     }

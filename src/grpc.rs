@@ -204,6 +204,7 @@ fn selector<T>(req: &Request<T>, body: &str) -> Result<Selector, Status> {
 impl flagd::flag_sync_service_server::FlagSyncService for SyncService {
     type SyncFlagsStream = BoxStream<EncodedSyncFlagsResponse>;
 
+    #[tracing::instrument(name = "flagd.sync.v1.FlagSyncService/SyncFlags", skip_all)]
     async fn sync_flags(
         &self,
         request: Request<flagd::SyncFlagsRequest>,
@@ -214,6 +215,7 @@ impl flagd::flag_sync_service_server::FlagSyncService for SyncService {
         Ok(Response::new(self.updates(sel, |v| v.v1.clone())))
     }
 
+    #[tracing::instrument(name = "flagd.sync.v1.FlagSyncService/FetchAllFlags", skip_all)]
     async fn fetch_all_flags(
         &self,
         request: Request<flagd::FetchAllFlagsRequest>,
@@ -224,6 +226,7 @@ impl flagd::flag_sync_service_server::FlagSyncService for SyncService {
         }))
     }
 
+    #[tracing::instrument(name = "flagd.sync.v1.FlagSyncService/GetMetadata", skip_all)]
     async fn get_metadata(
         &self,
         _request: Request<flagd::GetMetadataRequest>,
@@ -238,6 +241,7 @@ impl flagd::flag_sync_service_server::FlagSyncService for SyncService {
 impl legacy::flag_sync_service_server::FlagSyncService for SyncService {
     type SyncFlagsStream = BoxStream<EncodedLegacySyncFlagsResponse>;
 
+    #[tracing::instrument(name = "sync.v1.FlagSyncService/SyncFlags", skip_all)]
     async fn sync_flags(
         &self,
         request: Request<legacy::SyncFlagsRequest>,
@@ -247,6 +251,7 @@ impl legacy::flag_sync_service_server::FlagSyncService for SyncService {
         Ok(Response::new(self.updates(sel, |v| v.legacy.clone())))
     }
 
+    #[tracing::instrument(name = "sync.v1.FlagSyncService/FetchAllFlags", skip_all)]
     async fn fetch_all_flags(
         &self,
         request: Request<legacy::FetchAllFlagsRequest>,

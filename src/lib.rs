@@ -13,6 +13,7 @@
 //! - [`grpc`]: `flagd.sync.v1` and legacy `sync.v1` services.
 //! - [`http`], [`status`], [`telemetry`]: health, readiness, metrics, logs.
 //! - [`app`]: start-up and shutdown.
+//! - [`tools`]: operator subcommands (`put`, `watch`, `healthcheck`).
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -26,5 +27,6 @@ pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod telemetry;
+pub mod tools;
 pub mod validate;
 pub mod wire;

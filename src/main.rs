@@ -3,21 +3,26 @@
 
 use clap::Parser;
 use flagd_redis_sync::config::{Cli, Command};
-use flagd_redis_sync::{app, telemetry, validate};
+use flagd_redis_sync::{app, telemetry, tools, validate};
 use std::process::ExitCode;
 
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match &cli.command {
-        Some(Command::Validate(args)) => {
-            return if validate::run(args) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            };
+    // Usage errors exit 64 like every other bad command line (clap's own code is 2, which
+    // validate and put use for an unreadable file).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EX_USAGE } else { 0 });
         }
+    };
+    match &cli.command {
+        Some(Command::Validate(args)) => return ExitCode::from(validate::run(args)),
+        Some(Command::Put(args)) => return tools::put::main(args),
+        Some(Command::Watch(args)) => return tools::watch::main(args),
+        Some(Command::Healthcheck(args)) => return tools::healthcheck::main(args),
         None => {}
     }
     let cfg = match cli.serve.to_config() {
@@ -27,7 +32,6 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    telemetry::init_logs(cli.serve.redis_log_format, cli.serve.debug);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,7 +43,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Inside the runtime: the OTLP exporters' gRPC channels need it.
         let telemetry = telemetry::Telemetry::new()?;
+        let tracer = telemetry.tracer();
+        telemetry::init_logs(cli.serve.redis_log_format, cli.serve.debug, tracer);
+        telemetry.log_otlp();
         app::run(cfg, telemetry, shutdown_signal()).await
     });
     match result {

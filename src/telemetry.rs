@@ -1,33 +1,95 @@
-//! Logs (tracing) and metrics (OpenTelemetry, exported in Prometheus text format).
+//! Logs (tracing), metrics (OpenTelemetry, exported in Prometheus text format on
+//! `/metrics`) and, when the standard `OTEL_EXPORTER_OTLP_*` variables name an endpoint,
+//! OTLP export of the same metrics and of the tracing spans (gRPC, via tonic).
 
 use crate::config::LogFormat;
 use opentelemetry::metrics::{
     Counter, Gauge, Histogram, Meter, MeterProvider as _, ObservableGauge, UpDownCounter,
 };
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global log subscriber. `RUST_LOG`, when set, wins over `--debug`.
-pub fn init_logs(format: LogFormat, debug: bool) {
+/// Installs the global log subscriber. `RUST_LOG`, when set, wins over `--debug`. With a
+/// tracer (OTLP traces configured), spans are also exported.
+pub fn init_logs(format: LogFormat, debug: bool, tracer: Option<SdkTracer>) {
     let default = if debug {
         "debug,h2=info,hyper=info,tower=info,rustls=info"
     } else {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let otel = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let _ = match format {
-        LogFormat::Console => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        LogFormat::Console => registry.with(fmt).try_init(),
+        LogFormat::Json => registry
+            .with(fmt.json().flatten_event(true).with_current_span(false))
             .try_init(),
     };
+}
+
+/// Which OTLP signals the environment asks for: an endpoint for all signals
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`) or for one (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`,
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), unless `OTEL_SDK_DISABLED=true` or
+/// `OTEL_{METRICS,TRACES}_EXPORTER=none`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OtlpSignals {
+    pub metrics: bool,
+    pub traces: bool,
+}
+
+impl OtlpSignals {
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |k: &str| get(k).is_some_and(|v| !v.trim().is_empty());
+        let is = |k: &str, v: &str| get(k).is_some_and(|x| x.trim().eq_ignore_ascii_case(v));
+        if is("OTEL_SDK_DISABLED", "true") {
+            return OtlpSignals::default();
+        }
+        let all = set("OTEL_EXPORTER_OTLP_ENDPOINT");
+        OtlpSignals {
+            metrics: (all || set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+                && !is("OTEL_METRICS_EXPORTER", "none"),
+            traces: (all || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+                && !is("OTEL_TRACES_EXPORTER", "none"),
+        }
+    }
+}
+
+/// The OTLP protocol asked for, if it is not the one built in (gRPC).
+fn unsupported_protocol(signal: &str) -> Option<String> {
+    [
+        format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"),
+        "OTEL_EXPORTER_OTLP_PROTOCOL".to_string(),
+    ]
+    .iter()
+    .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+    .filter(|v| !v.trim().eq_ignore_ascii_case("grpc"))
+}
+
+/// `service.name` = flagd-redis-sync unless `OTEL_SERVICE_NAME` or
+/// `OTEL_RESOURCE_ATTRIBUTES` name the service; `service.version` always.
+fn resource() -> Resource {
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+    let mut b = Resource::builder()
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    if !named {
+        b = b.with_service_name("flagd-redis-sync");
+    }
+    b.build()
 }
 
 /// Every instrument the service records, created once.
@@ -143,27 +205,101 @@ impl Metrics {
     }
 }
 
-/// The metrics pipeline: a Prometheus registry fed by an OpenTelemetry meter provider.
+/// The metrics pipeline: a Prometheus registry fed by an OpenTelemetry meter provider
+/// (plus a periodic OTLP exporter when configured), and the OTLP tracer provider.
 pub struct Telemetry {
     pub registry: prometheus::Registry,
     pub provider: SdkMeterProvider,
     pub metrics: Metrics,
+    /// Exports spans when OTLP traces are configured.
+    pub tracer_provider: Option<SdkTracerProvider>,
+    /// What OTLP exports, for the start-up log line.
+    pub otlp: OtlpSignals,
 }
 
 impl Telemetry {
+    /// Builds the pipelines. OTLP exporters need a tokio runtime (tonic channels).
     pub fn new() -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use opentelemetry_otlp::{MetricExporter, SpanExporter};
+        let otlp = OtlpSignals::from_env();
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
             .scope_info_enabled(false)
             .build()?;
-        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let resource = resource();
+        let mut builder = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_reader(exporter);
+        if otlp.metrics {
+            let exporter = MetricExporter::builder()
+                .with_tonic()
+                .build()
+                .context("OTLP metrics exporter (OTEL_EXPORTER_OTLP_*)")?;
+            // The interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
+            builder = builder.with_reader(PeriodicReader::builder(exporter).build());
+        }
+        let provider = builder.build();
+        let tracer_provider = if otlp.traces {
+            let exporter = SpanExporter::builder()
+                .with_tonic()
+                .build()
+                .context("OTLP span exporter (OTEL_EXPORTER_OTLP_*)")?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_resource(resource)
+                    .with_batch_exporter(exporter)
+                    .build(),
+            )
+        } else {
+            None
+        };
         let metrics = Metrics::new(&provider.meter("flagd-redis-sync"));
         Ok(Telemetry {
             registry,
             provider,
             metrics,
+            tracer_provider,
+            otlp,
         })
+    }
+
+    /// The tracer for the log subscriber's OpenTelemetry layer, when traces are exported.
+    pub fn tracer(&self) -> Option<SdkTracer> {
+        self.tracer_provider
+            .as_ref()
+            .map(|p| p.tracer("flagd-redis-sync"))
+    }
+
+    /// Logs what OTLP exports and warns about settings that are not honoured.
+    pub fn log_otlp(&self) {
+        for (on, signal) in [(self.otlp.metrics, "METRICS"), (self.otlp.traces, "TRACES")] {
+            if let (true, Some(p)) = (on, unsupported_protocol(signal)) {
+                tracing::warn!(protocol = %p, "OTLP protocol not supported; exporting with grpc (point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's gRPC port, usually 4317)");
+            }
+        }
+        if self.otlp.metrics || self.otlp.traces {
+            tracing::info!(
+                metrics = self.otlp.metrics,
+                traces = self.otlp.traces,
+                "exporting telemetry over OTLP/gRPC"
+            );
+        }
+    }
+
+    /// Flushes and stops every exporter. Blocks: call it off the async workers.
+    pub fn shutdown(&self) {
+        if let Some(t) = &self.tracer_provider {
+            if let Err(e) = t.shutdown() {
+                tracing::warn!(error = %e, "flushing OTLP spans failed");
+            }
+        }
+        if let Err(e) = self.provider.shutdown() {
+            if self.otlp.metrics {
+                tracing::warn!(error = %e, "flushing OTLP metrics failed");
+            }
+        }
     }
 
     /// The registry in Prometheus text format.
@@ -172,5 +308,66 @@ impl Telemetry {
         let mut out = Vec::new();
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signals(vars: &[(&str, &str)]) -> OtlpSignals {
+        OtlpSignals::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn otlp_is_on_only_when_an_endpoint_is_named() {
+        assert_eq!(signals(&[]), OtlpSignals::default());
+        let all = OtlpSignals {
+            metrics: true,
+            traces: true,
+        };
+        assert_eq!(
+            signals(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]),
+            all
+        );
+        assert_eq!(
+            signals(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4317")]),
+            OtlpSignals {
+                metrics: true,
+                traces: false
+            }
+        );
+        assert_eq!(
+            signals(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317")]),
+            OtlpSignals {
+                metrics: false,
+                traces: true
+            }
+        );
+        assert_eq!(
+            signals(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_TRACES_EXPORTER", "none")
+            ]),
+            OtlpSignals {
+                metrics: true,
+                traces: false
+            }
+        );
+        assert_eq!(
+            signals(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_SDK_DISABLED", "true")
+            ]),
+            OtlpSignals::default()
+        );
+        assert_eq!(
+            signals(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]),
+            OtlpSignals::default()
+        );
     }
 }

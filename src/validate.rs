@@ -1,16 +1,27 @@
 //! `flagd-redis-sync validate FILE…`: judges documents exactly as the service does.
+//!
+//! Exit codes, for CI pipelines: 0 every document is valid; 1 at least one was refused
+//! (each refusal is printed as `FILE: refused: REASON`, with a JSON pointer, or line and
+//! column for syntax errors); 2 at least one file could not be read (wins over 1).
 
 use crate::config::ValidateArgs;
 use crate::flags;
 use std::io::Read;
 
-/// Prints one line per file; returns whether all were valid.
-pub fn run(args: &ValidateArgs) -> bool {
+/// Every file was valid.
+pub const VALID: u8 = 0;
+/// At least one document was refused.
+pub const REFUSED: u8 = 1;
+/// At least one file could not be read.
+pub const UNREADABLE: u8 = 2;
+
+/// Prints one line per file; returns the exit code.
+pub fn run(args: &ValidateArgs) -> u8 {
     let opts = flags::Options {
         max_bytes: args.max_payload_bytes,
         normalize: !args.no_normalize,
     };
-    let mut all_ok = true;
+    let mut code = VALID;
     for path in &args.files {
         let name = path.display().to_string();
         let bytes = if name == "-" {
@@ -21,7 +32,7 @@ pub fn run(args: &ValidateArgs) -> bool {
         };
         match bytes {
             Err(e) => {
-                all_ok = false;
+                code = UNREADABLE;
                 eprintln!("{name}: cannot read: {e}");
             }
             Ok(bytes) => match flags::parse(&bytes, &opts) {
@@ -31,11 +42,11 @@ pub fn run(args: &ValidateArgs) -> bool {
                     doc.digest.short()
                 ),
                 Err(e) => {
-                    all_ok = false;
+                    code = code.max(REFUSED);
                     eprintln!("{name}: refused: {e}");
                 }
             },
         }
     }
-    all_ok
+    code
 }

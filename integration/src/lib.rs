@@ -241,9 +241,18 @@ impl Service {
     /// Starts the binary for `redis_uri` with extra arguments and waits until its gRPC
     /// port accepts connections.
     pub async fn start(redis_uri: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(redis_uri, extra, &[]).await
+    }
+
+    /// [`Service::start`] with extra environment variables (e.g. `OTEL_*`).
+    pub async fn start_with_env(
+        redis_uri: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start(redis_uri, extra).await {
+            match Self::try_start(redis_uri, extra, envs).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
             }
@@ -251,7 +260,7 @@ impl Service {
         Err(last.expect("tried"))
     }
 
-    async fn try_start(redis_uri: &str, extra: &[&str]) -> Result<Self> {
+    async fn try_start(redis_uri: &str, extra: &[&str], envs: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (grpc_port, mgmt_port) = (free_port(), free_port());
         let log = std::fs::File::create(dir.path().join("service.log"))?;
@@ -263,6 +272,7 @@ impl Service {
             .args(extra)
             .env("RUST_LOG", "info,flagd_redis_sync=debug")
             .env_remove("REDIS_URI")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

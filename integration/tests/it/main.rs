@@ -2,4 +2,7 @@
 
 mod cli;
 mod core;
+mod deploy;
+mod otlp;
 mod protocol;
+mod tools;

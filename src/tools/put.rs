@@ -1,0 +1,229 @@
+//! `flagd-redis-sync put --redis-uri URI FILE`: validates a flag document exactly as the
+//! service will, then stores it in the key with one `SET` (atomic: the service, and every
+//! client, sees the old document or the new one, never a mix). Needs only `SET` (and `GET`
+//! plus `EVAL` with `--if-digest`), never `CONFIG`.
+//!
+//! Exit codes: 0 stored; 1 refused (invalid document, or `--if-digest` did not match);
+//! 2 the file cannot be read; 3 Redis failed (unreachable, authentication, NOPERM);
+//! 64 bad command line (`--redis-uri`).
+
+use crate::config::RedisTarget;
+use crate::flags::{self, Digest};
+use clap::Args;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Sets the key only if it still holds exactly the bytes read before (compare-and-set).
+const CAS_SCRIPT: &str = r#"local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1"#;
+
+#[derive(Debug, Clone, Args)]
+pub struct PutArgs {
+    /// Where to store it, as for the service: redis://[user:password@]host[:port][/db]?key=NAME,
+    /// rediss:// or unix:///path?key=NAME.
+    #[arg(long, env = "REDIS_URI", hide_env_values = true)]
+    pub redis_uri: String,
+
+    /// The flag document (`-` reads standard input).
+    pub file: PathBuf,
+
+    /// Store only if the key's current document has this digest (the full SHA-256 or a
+    /// prefix of at least 12 hex digits, as `/readyz`, `watch` and `put` print it), so two
+    /// people editing at once cannot overwrite each other. Needs EVAL.
+    #[arg(long, value_name = "SHA256")]
+    pub if_digest: Option<String>,
+
+    /// Judge the document as stored, without rewriting it into the map form (as the
+    /// service's --no-normalize).
+    #[arg(long)]
+    pub no_normalize: bool,
+
+    /// Refuse documents larger than this many bytes (as the service's option).
+    #[arg(long, default_value_t = flags::DEFAULT_MAX_PAYLOAD_BYTES)]
+    pub max_payload_bytes: usize,
+
+    /// Seconds allowed to connect to Redis and for each reply.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub redis_timeout: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PutError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("{0}")]
+    Redis(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl PutError {
+    fn code(&self) -> u8 {
+        match self {
+            PutError::Refused(_) => 1,
+            PutError::Unreadable(_) => 2,
+            PutError::Redis(_) => 3,
+            PutError::Usage(_) => super::EX_USAGE,
+        }
+    }
+}
+
+/// Runs `put`; prints the stored digest on success, one line on stderr otherwise.
+pub fn main(args: &PutArgs) -> ExitCode {
+    super::block_on("put", async {
+        match run(args).await {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(e.code())
+            }
+        }
+    })
+}
+
+async fn run(args: &PutArgs) -> Result<String, PutError> {
+    let target = RedisTarget::parse(&args.redis_uri).map_err(|e| PutError::Usage(e.to_string()))?;
+    if let Some(want) = &args.if_digest {
+        check_digest_arg(want).map_err(PutError::Usage)?;
+    }
+    let name = args.file.display().to_string();
+    let bytes = if name == "-" {
+        let mut b = Vec::new();
+        std::io::stdin().read_to_end(&mut b).map(|_| b)
+    } else {
+        std::fs::read(&args.file)
+    }
+    .map_err(|e| PutError::Unreadable(format!("{name}: cannot read: {e}")))?;
+    let opts = flags::Options {
+        max_bytes: args.max_payload_bytes,
+        normalize: !args.no_normalize,
+    };
+    // The same line `validate` prints for a refused document.
+    let doc = flags::parse(&bytes, &opts)
+        .map_err(|e| PutError::Refused(format!("{name}: refused: {e}")))?;
+
+    let timeout = Duration::from_secs(args.redis_timeout);
+    let redis_err = |e: redis::RedisError| PutError::Redis(format!("redis {target}: {e}"));
+    let client =
+        redis::Client::open(target.connection_info().map_err(redis_err)?).map_err(redis_err)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let mut con = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(redis_err)?;
+
+    match &args.if_digest {
+        None => {
+            redis::cmd("SET")
+                .arg(&target.key)
+                .arg(&bytes)
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(redis_err)?;
+        }
+        Some(want) => {
+            let current: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&target.key)
+                .query_async(&mut con)
+                .await
+                .map_err(redis_err)?;
+            let current = current.ok_or_else(|| {
+                PutError::Refused(format!(
+                    "key {:?} does not exist, so its digest cannot be {want}; not stored",
+                    target.key
+                ))
+            })?;
+            let have = digest_of_stored(&current, &opts);
+            if !matches_digest(&have, want) {
+                return Err(PutError::Refused(format!(
+                    "key {:?} holds digest {have}, not {want}: someone changed it; not stored",
+                    target.key
+                )));
+            }
+            let stored: i64 = redis::Script::new(CAS_SCRIPT)
+                .key(&target.key)
+                .arg(&current)
+                .arg(&bytes)
+                .invoke_async(&mut con)
+                .await
+                .map_err(redis_err)?;
+            if stored != 1 {
+                return Err(PutError::Refused(format!(
+                    "key {:?} changed while storing; not stored (read it again)",
+                    target.key
+                )));
+            }
+        }
+    }
+    Ok(format!(
+        "stored {name} in key {:?}: {} flags, {} bytes, digest {}",
+        target.key,
+        doc.flag_count,
+        bytes.len(),
+        doc.digest
+    ))
+}
+
+/// The digest the service would give the stored value: of its canonical form when it is
+/// valid, of its raw bytes otherwise (so a refused document can still be replaced).
+fn digest_of_stored(current: &[u8], opts: &flags::Options) -> String {
+    match flags::parse(current, opts) {
+        Ok(doc) => doc.digest.to_string(),
+        Err(_) => Digest::of(current).to_string(),
+    }
+}
+
+fn check_digest_arg(want: &str) -> Result<(), String> {
+    let hex = want.len() >= 12 && want.len() <= 64 && want.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex {
+        Ok(())
+    } else {
+        Err(format!(
+            "--if-digest: expected 12 to 64 hex digits of a SHA-256 digest, got {want:?}"
+        ))
+    }
+}
+
+fn matches_digest(have: &str, want: &str) -> bool {
+    have.starts_with(&want.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_arguments() {
+        assert!(check_digest_arg("0123456789ab").is_ok());
+        assert!(check_digest_arg(&"a".repeat(64)).is_ok());
+        assert!(check_digest_arg("0123456789a").is_err());
+        assert!(check_digest_arg("0123456789ag").is_err());
+        assert!(check_digest_arg(&"a".repeat(65)).is_err());
+        assert!(matches_digest("abcdef0123456789", "ABCDEF012345"));
+        assert!(!matches_digest("abcdef0123456789", "abcdef012346"));
+    }
+
+    #[test]
+    fn stored_digest_is_the_served_digest() {
+        let opts = flags::Options::default();
+        let a =
+            br#"{"flags":{"f":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}}}"#;
+        let served = flags::parse(a, &opts).unwrap().digest.to_string();
+        assert_eq!(digest_of_stored(a, &opts), served);
+        assert_eq!(
+            digest_of_stored(b"not json", &opts),
+            Digest::of(b"not json").to_string()
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! `flagd-redis-sync watch HOST:PORT`: a sync client, like flagd or an in-process
+//! provider, that prints one line per document received: time, digest (the first 12 hex
+//! digits of the SHA-256 of the JSON, as `/readyz` shows it), size and flag count.
+//! `--json` prints JSON lines; `--count N` exits after N documents.
+//!
+//! Exit codes: 0 after `--count` documents; 1 when the stream cannot be opened or ends
+//! (the status is printed: a live stream only ever ends with an error); 64 bad target.
+
+use crate::flags::Digest;
+use crate::wire::client::flagd::flag_sync_service_client::FlagSyncServiceClient;
+use crate::wire::client::flagd::{SyncFlagsRequest, SyncFlagsResponse};
+use clap::Args;
+use serde_json::Value;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+use tonic::transport::Endpoint;
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// The sync server: HOST:PORT (e.g. localhost:8016) or http://HOST:PORT.
+    pub target: String,
+
+    /// Selector (`flagSetId=ID`, `source=KEY`, or a bare KEY), sent as flagd's clients do:
+    /// in the `flagd-selector` header and in the request body.
+    #[arg(long, default_value = "")]
+    pub selector: String,
+
+    /// Print one JSON object per document (time, digest, sha256, bytes, flags).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also print each document's JSON after its line.
+    #[arg(long)]
+    pub print_document: bool,
+
+    /// Exit 0 after this many documents (the first one counts).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// provider_id sent in the request (shows in the server's debug logs).
+    #[arg(long, default_value = "flagd-redis-sync-watch")]
+    pub provider_id: String,
+
+    /// Seconds allowed to connect.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub connect_timeout: u64,
+}
+
+/// What `watch` prints about one document.
+#[derive(Debug, PartialEq, serde::Serialize)]
+pub struct Received {
+    pub time: String,
+    /// First 12 hex digits of `sha256`.
+    pub digest: String,
+    pub sha256: String,
+    pub bytes: usize,
+    /// Number of flags (`flags` as a map or an array); `null` when the JSON is unreadable.
+    pub flags: Option<usize>,
+}
+
+impl Received {
+    pub fn of(json: &str, at: SystemTime) -> Self {
+        let digest = Digest::of(json.as_bytes());
+        let flags =
+            serde_json::from_str::<Value>(json)
+                .ok()
+                .and_then(|v| match v.get("flags")? {
+                    Value::Object(m) => Some(m.len()),
+                    Value::Array(a) => Some(a.len()),
+                    _ => None,
+                });
+        Received {
+            time: super::rfc3339(at),
+            digest: digest.short(),
+            sha256: digest.to_string(),
+            bytes: json.len(),
+            flags,
+        }
+    }
+
+    pub fn line(&self) -> String {
+        let flags = self
+            .flags
+            .map_or_else(|| "? (unreadable JSON)".to_string(), |n| n.to_string());
+        format!(
+            "{} digest={} bytes={} flags={}",
+            self.time, self.digest, self.bytes, flags
+        )
+    }
+}
+
+/// The URI to connect to: `HOST:PORT` gets `http://`.
+pub fn endpoint_uri(target: &str) -> Result<String, String> {
+    let uri = if target.contains("://") {
+        target.to_string()
+    } else {
+        format!("http://{target}")
+    };
+    let parsed = url::Url::parse(&uri).map_err(|e| format!("target {target:?}: {e}"))?;
+    if parsed.scheme() != "http" {
+        return Err(format!(
+            "target {target:?}: use HOST:PORT or http://HOST:PORT (TLS is not supported by watch yet)"
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) || parsed.port().is_none() {
+        return Err(format!(
+            "target {target:?}: expected HOST:PORT, e.g. localhost:8016"
+        ));
+    }
+    Ok(uri)
+}
+
+pub fn main(args: &WatchArgs) -> ExitCode {
+    super::block_on("watch", run(args))
+}
+
+async fn run(args: &WatchArgs) -> ExitCode {
+    let uri = match endpoint_uri(&args.target) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("flagd-redis-sync watch: {e}");
+            return ExitCode::from(super::EX_USAGE);
+        }
+    };
+    let endpoint = match Endpoint::from_shared(uri) {
+        Ok(e) => e.connect_timeout(Duration::from_secs(args.connect_timeout)),
+        Err(e) => {
+            eprintln!("flagd-redis-sync watch: target {:?}: {e}", args.target);
+            return ExitCode::from(super::EX_USAGE);
+        }
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot connect to {}: {}", args.target, error_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut request = tonic::Request::new(SyncFlagsRequest {
+        provider_id: args.provider_id.clone(),
+        selector: args.selector.clone(),
+    });
+    if !args.selector.is_empty() {
+        match args.selector.parse() {
+            Ok(v) => {
+                request.metadata_mut().insert("flagd-selector", v);
+            }
+            Err(_) => {
+                eprintln!("flagd-redis-sync watch: --selector must be printable ASCII");
+                return ExitCode::from(super::EX_USAGE);
+            }
+        }
+    }
+    let mut stream = match FlagSyncServiceClient::new(channel)
+        .sync_flags(request)
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            eprintln!("SyncFlags refused: {}", describe(&status));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut seen = 0u64;
+    loop {
+        match stream.message().await {
+            Ok(Some(msg)) => {
+                print(args, &msg);
+                seen += 1;
+                if args.count.is_some_and(|n| seen >= n) {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Ok(None) => {
+                eprintln!(
+                    "stream ended with status OK after {seen} documents (a sync server should end streams with an error status so clients reconnect)"
+                );
+                return ExitCode::FAILURE;
+            }
+            Err(status) => {
+                eprintln!("stream ended after {seen} documents: {}", describe(&status));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+}
+
+fn print(args: &WatchArgs, msg: &SyncFlagsResponse) {
+    use std::io::Write;
+    let r = Received::of(&msg.flag_configuration, SystemTime::now());
+    let mut out = std::io::stdout().lock();
+    let line = if args.json {
+        serde_json::to_string(&r).expect("serialisable")
+    } else {
+        r.line()
+    };
+    let _ = writeln!(out, "{line}");
+    if args.print_document {
+        let _ = writeln!(out, "{}", msg.flag_configuration);
+    }
+    // Line by line even into a pipe: `watch | grep` and tests see each document at once.
+    let _ = out.flush();
+}
+
+fn describe(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            endpoint_uri("localhost:8016").unwrap(),
+            "http://localhost:8016"
+        );
+        assert_eq!(
+            endpoint_uri("http://10.0.0.1:9").unwrap(),
+            "http://10.0.0.1:9"
+        );
+        assert_eq!(endpoint_uri("[::1]:8016").unwrap(), "http://[::1]:8016");
+        assert!(endpoint_uri("localhost").unwrap_err().contains("HOST:PORT"));
+        assert!(endpoint_uri("https://h:1").unwrap_err().contains("TLS"));
+        assert!(endpoint_uri("").is_err());
+    }
+
+    #[test]
+    fn received_line() {
+        let json = r#"{"flags":{"a":{},"b":{}}}"#;
+        let r = Received::of(json, std::time::UNIX_EPOCH);
+        assert_eq!(r.flags, Some(2));
+        assert_eq!(r.bytes, json.len());
+        assert_eq!(r.digest, Digest::of(json.as_bytes()).short());
+        assert_eq!(
+            r.line(),
+            format!(
+                "1970-01-01T00:00:00.000Z digest={} bytes={} flags=2",
+                r.digest,
+                json.len()
+            )
+        );
+        assert_eq!(Received::of("{", std::time::UNIX_EPOCH).flags, None);
+    }
+}
