@@ -83,7 +83,10 @@ fn every_manifest_parses_and_names_itself() {
             assert!(v[field].is_string(), "{file}: no {field}");
         }
         if v["kind"] != "Kustomization" {
-            assert!(v["metadata"]["name"].is_string(), "{file}: no metadata.name");
+            assert!(
+                v["metadata"]["name"].is_string(),
+                "{file}: no metadata.name"
+            );
         }
     }
 }
@@ -95,7 +98,10 @@ fn the_deployment_probes_runs_locked_down_and_reads_only_known_variables() {
     assert_eq!(d["spec"]["replicas"], 2);
     let pod = &d["spec"]["template"];
     assert!(
-        labels_match(&d["spec"]["selector"]["matchLabels"], &pod["metadata"]["labels"]),
+        labels_match(
+            &d["spec"]["selector"]["matchLabels"],
+            &pod["metadata"]["labels"]
+        ),
         "the selector does not match the pod labels"
     );
     let spec = &pod["spec"];
@@ -105,7 +111,12 @@ fn the_deployment_probes_runs_locked_down_and_reads_only_known_variables() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["name"].as_str().unwrap().to_string(), p["containerPort"].as_u64().unwrap()))
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert!(ports.contains(&("grpc".into(), 8016)), "{ports:?}");
     assert!(ports.contains(&("http".into(), 8014)), "{ports:?}");
@@ -137,9 +148,15 @@ fn the_deployment_probes_runs_locked_down_and_reads_only_known_variables() {
     let env = c["env"].as_array().unwrap();
     for e in env {
         let name = e["name"].as_str().unwrap();
-        assert!(known.contains(name), "{name} is not read by flagd-redis-sync");
+        assert!(
+            known.contains(name),
+            "{name} is not read by flagd-redis-sync"
+        );
     }
-    let uri = env.iter().find(|e| e["name"] == "REDIS_URI").expect("REDIS_URI");
+    let uri = env
+        .iter()
+        .find(|e| e["name"] == "REDIS_URI")
+        .expect("REDIS_URI");
     assert!(
         uri["valueFrom"]["secretKeyRef"]["name"].is_string(),
         "REDIS_URI must come from a Secret"
@@ -178,13 +195,23 @@ fn the_service_and_budget_select_the_pods() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["port"].as_u64().unwrap(), p["targetPort"].as_str().unwrap_or("")))
+        .map(|p| {
+            (
+                p["port"].as_u64().unwrap(),
+                p["targetPort"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert!(ports.contains(&(8016, "grpc")), "{ports:?}");
     assert!(ports.contains(&(8014, "http")), "{ports:?}");
     let pdb = one(&docs, "pdb.yaml", "PodDisruptionBudget");
-    assert!(labels_match(&pdb["spec"]["selector"]["matchLabels"], labels));
-    assert!(pdb["spec"]["minAvailable"].as_u64().unwrap() < d["spec"]["replicas"].as_u64().unwrap());
+    assert!(labels_match(
+        &pdb["spec"]["selector"]["matchLabels"],
+        labels
+    ));
+    assert!(
+        pdb["spec"]["minAvailable"].as_u64().unwrap() < d["spec"]["replicas"].as_u64().unwrap()
+    );
     // The Secret the Deployment reads is the one the example shows.
     let secret = one(&docs, "secret.example.yaml", "Secret");
     let c = &d["spec"]["template"]["spec"]["containers"][0];
@@ -194,7 +221,10 @@ fn the_service_and_budget_select_the_pods() {
         .iter()
         .find(|e| e["name"] == "REDIS_URI")
         .unwrap();
-    assert_eq!(r["valueFrom"]["secretKeyRef"]["name"], secret["metadata"]["name"]);
+    assert_eq!(
+        r["valueFrom"]["secretKeyRef"]["name"],
+        secret["metadata"]["name"]
+    );
     let key = r["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
     let example = secret["stringData"][key].as_str().expect("the example URI");
     flagd_redis_sync::config::RedisTarget::parse(example).expect("the example URI parses");
@@ -215,7 +245,10 @@ fn kustomization_lists_existing_files_and_not_the_examples() {
         assert!(!r.contains("example"), "{r}: examples are not applied");
     }
     for want in ["deployment.yaml", "service.yaml", "pdb.yaml"] {
-        assert!(resources.contains(&want), "{want} not in kustomization.yaml");
+        assert!(
+            resources.contains(&want),
+            "{want} not in kustomization.yaml"
+        );
     }
 }
 
