@@ -85,6 +85,14 @@ compose-check: ## Check compose/docker-compose.yml statically (no Docker engine 
 	fi
 	python3 scripts/check-compose.py $(COMPOSE_FILE)
 
+.PHONY: deploy-check
+deploy-check: ## Check the Kubernetes manifests (docs/deploy/) and the image HEALTHCHECK; no cluster needed
+	$(CARGO) test -q -p integration --test it deploy::
+
+.PHONY: docs
+docs: ## Regenerate docs/configuration.md from the command-line definition
+	UPDATE_DOCS=1 $(CARGO) test -q -p flagd-redis-sync --lib configuration_reference
+
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine)
 	$(DOCKER) build -f compose/Dockerfile -t $(IMAGE) .
