@@ -1,6 +1,7 @@
 //! End-to-end tests: one test binary, one module per concern (see integration/src/lib.rs).
 
 mod cli;
+mod compat_python;
 mod core;
 mod deploy;
 mod otlp;

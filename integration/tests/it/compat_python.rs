@@ -1,0 +1,505 @@
+//! Compatibility with the real Python OpenFeature flagd provider (PyPI
+//! `openfeature-provider-flagd`, in-process resolver), pinned in
+//! `integration/compat/python/requirements.txt`.
+//!
+//! Each test runs `integration/compat/python/provider_check.py` in a venv kept under
+//! `<target>/compat/python-venv` (built on first use, rebuilt when the requirements or
+//! python3 change; a lock file keeps two test processes from building it at once). The
+//! script and the test talk in lines: the script prints `READY <json>` once the provider
+//! has its first flag set, and `CHANGED <json>` each time its evaluations change; the test
+//! writes Redis only after the line that proves the provider is where it should be, and
+//! reads every line under a timeout. python3 missing is a failure, not a skip.
+
+use anyhow::{bail, Context, Result};
+use integration::*;
+use serde_json::{json, Value};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// How long building the venv may take (`python3 -m venv`, then pip from PyPI), and how
+/// long a test waits for another process that is building it.
+const VENV_WAIT: Duration = Duration::from_secs(300);
+
+/// How long the script may take to print READY: Python starting and importing grpc on a
+/// loaded machine, then the provider's connect, GetMetadata and first SyncFlags message.
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+/// The script's own overall deadline, after which it fails by itself.
+const SCRIPT_TIMEOUT_SECS: &str = "90";
+
+/// The provider's start-up deadline for the first flag set. Its default is 500 ms; a bit
+/// more keeps a loaded CI machine from failing the test, while a service that did not
+/// send the current set at once (only after a change) still fails it.
+const PROVIDER_DEADLINE_MS: &str = "2000";
+
+fn compat_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/python")
+}
+
+/// The workspace's target directory, as `integration::binary()` finds it.
+fn target_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => root.join(t), // an absolute path replaces `root`
+        None => root.join("target"),
+    }
+}
+
+/// The venv's python, built once per test process (and once per machine, see below).
+fn venv_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let started = Instant::now();
+            let python = ensure_venv().unwrap_or_else(|e| panic!("{e:#}"));
+            eprintln!(
+                "python venv ready in {:.1?}: {}",
+                started.elapsed(),
+                python.display()
+            );
+            python
+        })
+        .clone()
+}
+
+/// Makes `<target>/compat/python-venv` hold exactly the pinned requirements for the
+/// python3 on PATH. A marker file written last records what was installed; an exclusive
+/// `flock` on a lock file (released by the kernel even if a test process dies) makes a
+/// second process wait for the first instead of building alongside it.
+fn ensure_venv() -> Result<PathBuf> {
+    let requirements_file = compat_dir().join("requirements.txt");
+    let requirements = fs::read_to_string(&requirements_file)
+        .with_context(|| format!("reading {}", requirements_file.display()))?;
+    let python3 = python3_version()?;
+    let root = target_dir().join("compat");
+    fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let venv = root.join("python-venv");
+    let python = venv.join("bin").join("python");
+    let marker = venv.join(".installed-requirements");
+    let want = format!("{python3}\n{requirements}");
+
+    let lock_path = root.join("python-venv.lock");
+    let lock =
+        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    lock_exclusive(&lock, VENV_WAIT).with_context(|| format!("locking {}", lock_path.display()))?;
+
+    if python.exists() && fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
+        return Ok(python);
+    }
+    if venv.exists() {
+        fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
+    }
+    run(
+        StdCommand::new("python3").arg("-m").arg("venv").arg(&venv),
+        "python3 -m venv (Debian needs the python3-venv package)",
+    )?;
+    run(
+        StdCommand::new(&python)
+            .args(["-m", "pip", "install", "--disable-pip-version-check"])
+            .args(["--no-input", "--quiet", "--timeout", "60", "-r"])
+            .arg(&requirements_file),
+        "pip install of the pinned Python provider",
+    )?;
+    let tmp = venv.join(".installed-requirements.tmp");
+    fs::write(&tmp, &want)?;
+    fs::rename(&tmp, &marker)?;
+    Ok(python)
+    // `lock` closes here, releasing the flock.
+}
+
+/// `python3 --version`, or a clear failure when there is no python3.
+fn python3_version() -> Result<String> {
+    let out = StdCommand::new("python3")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .context(
+            "python3 is not on PATH: the Python provider compatibility test needs it \
+             (Debian: apt-get install python3 python3-venv)",
+        )?;
+    if !out.status.success() {
+        bail!(
+            "python3 --version failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Python < 3.4 printed the version on stderr.
+    let text = [out.stdout, out.stderr].concat();
+    Ok(String::from_utf8_lossy(&text).trim().to_string())
+}
+
+/// Takes an exclusive flock on `file`, polling so that the wait has a bound.
+fn lock_exclusive(file: &File, within: Duration) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let deadline = Instant::now() + within;
+    loop {
+        // SAFETY: flock(2) on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err.into());
+        }
+        if Instant::now() > deadline {
+            bail!("another test process held the venv lock for more than {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a set-up command to completion within `VENV_WAIT`, failing with its output.
+fn run(cmd: &mut StdCommand, what: &str) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("out.log");
+    let file = File::create(&log)?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let deadline = Instant::now() + VENV_WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{what} did not finish within {VENV_WAIT:?}:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        bail!(
+            "{what} failed ({status}):\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// One run of `provider_check.py`, killed on drop.
+struct ProviderCheck {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+    /// The script's stderr (every provider event), for failure messages.
+    dir: tempfile::TempDir,
+}
+
+impl ProviderCheck {
+    /// Starts the script against the service's gRPC port. `flags` are `TYPE:FLAG`.
+    fn start(svc: &Service, selector: Option<&str>, extra: &[&str], flags: &[&str]) -> Self {
+        let python = venv_python();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stderr = File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let mut cmd = Command::new(python);
+        cmd.arg(compat_dir().join("provider_check.py"))
+            .args(["--host", "127.0.0.1"])
+            .args(["--port", &svc.grpc_port.to_string()])
+            .args(["--timeout", SCRIPT_TIMEOUT_SECS])
+            .args(["--deadline-ms", PROVIDER_DEADLINE_MS])
+            .args(extra);
+        if let Some(s) = selector {
+            cmd.args(["--selector", s]);
+        }
+        // The provider reads FLAGD_* for anything not passed: none may leak in.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("FLAGD_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .args(flags)
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting provider_check.py");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+        ProviderCheck {
+            child,
+            stdin,
+            stdout,
+            dir,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The next line, which must be `<tag> <json>`, within `within`.
+    async fn next(&mut self, tag: &str, within: Duration) -> Result<Value> {
+        let line = match tokio::time::timeout(within, self.stdout.next_line()).await {
+            Err(_) => bail!("no {tag} line within {within:?}"),
+            Ok(Err(e)) => bail!("reading the script's stdout: {e}"),
+            Ok(Ok(None)) => bail!("the script ended before {tag}: {:?}", self.child.try_wait()),
+            Ok(Ok(Some(line))) => line,
+        };
+        match line.split_once(' ') {
+            Some((t, json)) if t == tag => {
+                serde_json::from_str(json).with_context(|| format!("parsing {line:?}"))
+            }
+            _ => bail!("expected a {tag} line, got {line:?}"),
+        }
+    }
+
+    /// The evaluations the provider reported once it was ready.
+    async fn ready(&mut self) -> Value {
+        match self.next("READY", READY_WAIT).await {
+            Ok(v) => v,
+            Err(e) => panic!("{e:#}\n--- provider_check stderr ---\n{}", self.stderr()),
+        }
+    }
+
+    /// The next change of evaluations: `{"flags": {...}, "flags_changed": [...]}`.
+    async fn changed(&mut self) -> Value {
+        match self.next("CHANGED", WAIT).await {
+            Ok(v) => v,
+            Err(e) => panic!("{e:#}\n--- provider_check stderr ---\n{}", self.stderr()),
+        }
+    }
+
+    /// Closes the script's stdin and expects a clean exit with nothing more said.
+    async fn finish(mut self) {
+        drop(self.stdin.take());
+        let rest = tokio::time::timeout(WAIT, async {
+            let mut rest = Vec::new();
+            while let Some(line) = self.stdout.next_line().await? {
+                rest.push(line);
+            }
+            let status = self.child.wait().await?;
+            anyhow::Ok((rest, status))
+        })
+        .await;
+        match rest {
+            Ok(Ok((rest, status))) => assert!(
+                rest.is_empty() && status.success(),
+                "the script ended with {status} after {rest:?}\n--- stderr ---\n{}",
+                self.stderr()
+            ),
+            Ok(Err(e)) => panic!("{e:#}"),
+            Err(_) => panic!(
+                "the script did not exit within {WAIT:?} of its stdin closing\n--- stderr ---\n{}",
+                self.stderr()
+            ),
+        }
+    }
+}
+
+/// One flag's evaluation as the script reports it.
+fn eval(value: Value, variant: &str, reason: &str) -> Value {
+    json!({"value": value, "variant": variant, "reason": reason, "error": null})
+}
+
+fn not_found(default: Value) -> Value {
+    json!({"value": default, "variant": null, "reason": "ERROR", "error": "FLAG_NOT_FOUND"})
+}
+
+fn testdata_json(name: &str) -> Value {
+    let path = testdata(name);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("testdata is JSON")
+}
+
+/// The flagd testbed's flags, every type and a targeting rule, evaluated by the provider;
+/// then whole-document replacements, each one a CHANGED with the new evaluations.
+#[tokio::test]
+async fn the_python_provider_evaluates_the_testbed_flags_and_follows_changes() {
+    venv_python();
+    let redis = RedisServer::start().unwrap();
+    redis
+        .set("flags", &testdata_json("testing-flags.json").to_string())
+        .unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let mut py = ProviderCheck::start(
+        &svc,
+        None,
+        &[],
+        &[
+            "bool:boolean-flag",
+            "string:string-flag",
+            "int:integer-flag",
+            "float:float-flag",
+            "object:object-flag",
+            "string:context-aware",
+            "string:changing-flag",
+        ],
+    );
+    let ready = py.ready().await;
+    let template =
+        json!({"showImages": true, "title": "Check out these pics!", "imagesPerPage": 100});
+    let testbed = json!({
+        "boolean-flag": eval(json!(true), "on", "STATIC"),
+        "string-flag": eval(json!("hi"), "greeting", "STATIC"),
+        "integer-flag": eval(json!(10), "ten", "STATIC"),
+        "float-flag": eval(json!(0.5), "half", "STATIC"),
+        "object-flag": eval(template, "template", "STATIC"),
+        "context-aware": eval(json!("EXTERNAL"), "external", "TARGETING_MATCH"),
+        "changing-flag": not_found(json!("<default>")),
+    });
+    assert_eq!(ready, testbed, "{}", py.stderr());
+
+    // Every message replaces the provider's whole flag set.
+    let mut changing = testdata_json("changing-flag.json");
+    redis.set("flags", &changing.to_string()).unwrap();
+    let changed = py.changed().await;
+    let replaced = json!({
+        "boolean-flag": not_found(json!(false)),
+        "string-flag": not_found(json!("<default>")),
+        "integer-flag": not_found(json!(-1)),
+        "float-flag": not_found(json!(-1.0)),
+        "object-flag": not_found(json!({})),
+        "context-aware": not_found(json!("<default>")),
+        "changing-flag": eval(json!("foo"), "foo", "STATIC"),
+    });
+    assert_eq!(changed["flags"], replaced);
+
+    changing["flags"]["changing-flag"]["defaultVariant"] = json!("bar");
+    redis.set("flags", &changing.to_string()).unwrap();
+    let changed = py.changed().await;
+    assert_eq!(
+        changed["flags"]["changing-flag"],
+        eval(json!("bar"), "bar", "STATIC")
+    );
+    py.finish().await;
+}
+
+fn flag_in_set(value: &str, set: Option<&str>) -> Value {
+    let mut flag = json!({
+        "state": "ENABLED",
+        "variants": {"v": value, "other": "x"},
+        "defaultVariant": "v"
+    });
+    if let Some(set) = set {
+        flag["metadata"] = json!({ "flagSetId": set });
+    }
+    flag
+}
+
+fn sets_doc(a: &str, b: &str, none: &str) -> String {
+    json!({"flags": {
+        "in-a": flag_in_set(a, Some("a")),
+        "in-b": flag_in_set(b, Some("b")),
+        "no-set": flag_in_set(none, None),
+    }})
+    .to_string()
+}
+
+/// The provider sends its selector (in the body and the `flagd-selector` header) and gets
+/// only the flags it selected, first and after a change.
+#[tokio::test]
+async fn the_python_provider_gets_only_the_flag_set_it_selects() {
+    venv_python();
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &sets_doc("a1", "b1", "n1")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let flags = ["string:in-a", "string:in-b", "string:no-set"];
+    let mut set_a = ProviderCheck::start(&svc, Some("flagSetId=a"), &[], &flags);
+    let mut no_set = ProviderCheck::start(&svc, Some("flagSetId="), &[], &flags);
+    let mut all = ProviderCheck::start(&svc, None, &[], &flags);
+    let dflt = || not_found(json!("<default>"));
+    let v = |s: &str| eval(json!(s), "v", "STATIC");
+    assert_eq!(
+        set_a.ready().await,
+        json!({"in-a": v("a1"), "in-b": dflt(), "no-set": dflt()})
+    );
+    assert_eq!(
+        no_set.ready().await,
+        json!({"in-a": dflt(), "in-b": dflt(), "no-set": v("n1")})
+    );
+    assert_eq!(
+        all.ready().await,
+        json!({"in-a": v("a1"), "in-b": v("b1"), "no-set": v("n1")})
+    );
+
+    redis.set("flags", &sets_doc("a2", "b2", "n2")).unwrap();
+    assert_eq!(
+        set_a.changed().await["flags"],
+        json!({"in-a": v("a2"), "in-b": dflt(), "no-set": dflt()})
+    );
+    assert_eq!(
+        no_set.changed().await["flags"],
+        json!({"in-a": dflt(), "in-b": dflt(), "no-set": v("n2")})
+    );
+    assert_eq!(
+        all.changed().await["flags"],
+        json!({"in-a": v("a2"), "in-b": v("b2"), "no-set": v("n2")})
+    );
+    for py in [set_a, no_set, all] {
+        py.finish().await;
+    }
+}
+
+/// An unlabelled counter or gauge from /metrics (0 when absent).
+async fn metric(svc: &Service, name: &str) -> f64 {
+    let (_, body) = svc.http_get("/metrics").await.expect("/metrics");
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// The provider ends its stream at its own deadline (`DEADLINE_EXCEEDED` on its side),
+/// calls GetMetadata again and reopens it: each new stream gets the current set at once,
+/// the ended ones are gone, and a change after all that still reaches the provider.
+#[tokio::test]
+async fn the_python_provider_recycles_its_stream_and_still_follows_changes() {
+    venv_python();
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let mut py = ProviderCheck::start(
+        &svc,
+        None,
+        &[
+            "--stream-deadline-ms",
+            "1000",
+            "--retry-backoff-max-ms",
+            "100",
+        ],
+        &["string:f"],
+    );
+    assert_eq!(
+        py.ready().await,
+        json!({"f": eval(json!("one"), "v", "STATIC")})
+    );
+    // Two recycled streams: three first messages pushed, one stream open.
+    eventually(WAIT, "the provider to reopen its stream twice", || async {
+        (metric(&svc, "flagd_redis_sync_pushes_total").await >= 3.0).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- provider_check stderr ---\n{}", py.stderr()));
+    eventually(WAIT, "one open stream", || async {
+        (metric(&svc, "feature_flag_flagd_sync_active_streams").await == 1.0).then_some(())
+    })
+    .await
+    .unwrap();
+    redis.set("flags", &doc("f", "two")).unwrap();
+    assert_eq!(
+        py.changed().await["flags"],
+        json!({"f": eval(json!("two"), "v", "STATIC")})
+    );
+    py.finish().await;
+}
