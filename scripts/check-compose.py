@@ -4,7 +4,10 @@
 Needs no Docker engine and no compose plugin: only python3 and PyYAML (Debian package
 python3-yaml). Checks what `docker compose config` would reject plus what this set-up
 relies on: `$` escaping, service references, paths, keyspace-notification flags, the Redis
-key, and that flagd's sources point at the service's gRPC port.
+key, and that flagd's sources point at the service's gRPC port. For the optional
+`monitoring` profile: Prometheus scrapes the service's management port and loads
+well-formed alert rules; Grafana's data source points at Prometheus and its dashboard
+provider finds the mounted dashboard JSON, whose panels all have queries.
 """
 
 import json
@@ -118,10 +121,164 @@ def main():
 
     if missing:
         return
+    check_monitoring(services, base)
     check_redis(services["redis"])
     key = check_service(services, services["flagd-redis-sync"])
     check_seed(services["flags-seed"], key)
     check_flagd(services, services["flagd"])
+
+
+def mounts(svc, base):
+    """Container path -> host path of the service's bind mounts."""
+    out = {}
+    for vol in svc.get("volumes") or []:
+        parts = str(vol).split(":")
+        if len(parts) >= 2 and parts[0].startswith((".", "/")):
+            out[parts[1]] = (base / parts[0]).resolve()
+    return out
+
+
+def mounted(name, svc_mounts, container_path):
+    """The host file mounted at container_path (or inside a mounted directory)."""
+    for target, host in svc_mounts.items():
+        if container_path == target:
+            return host
+        if container_path.startswith(target.rstrip("/") + "/") and host.is_dir():
+            return host / container_path[len(target.rstrip("/")) + 1 :]
+    error(f"{name}: nothing is mounted at {container_path}")
+    return None
+
+
+def load(name, path, parse):
+    try:
+        return parse(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        error(f"{name}: {path}: {e}")
+        return None
+
+
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def check_monitoring(services, base):
+    """The optional `monitoring` profile: Prometheus scraping the service with the alert
+    rules of docs/monitoring, Grafana provisioned with the data source and the dashboard."""
+    monitoring = [n for n in ("prometheus", "grafana") if n in services]
+    if not monitoring:
+        return
+    for name in monitoring:
+        if "monitoring" not in (services[name].get("profiles") or []):
+            error(f"{name}: not in the monitoring profile (profiles: [\"monitoring\"])")
+    mgmt = env_of(services["flagd-redis-sync"]).get("REDIS_SYNC_MANAGEMENT_PORT", "8014")
+    prom_port = "9090"
+    if "prometheus" in services:
+        prom = services["prometheus"]
+        m = mounts(prom, base)
+        cmd = as_list(prom.get("command") or [])
+        conf_path = next(
+            (c.split("=", 1)[1] for c in cmd if str(c).startswith("--config.file=")),
+            "/etc/prometheus/prometheus.yml",
+        )
+        host = mounted("prometheus", m, conf_path)
+        conf = load("prometheus", host, yaml.safe_load) if host and host.exists() else None
+        if host and not host.exists():
+            error(f"prometheus: {host} does not exist")
+        if conf:
+            targets = [
+                t
+                for job in conf.get("scrape_configs") or []
+                for sc in job.get("static_configs") or []
+                for t in sc.get("targets") or []
+            ]
+            if f"flagd-redis-sync:{mgmt}" not in targets:
+                error(f"prometheus: no scrape target flagd-redis-sync:{mgmt} (found {targets})")
+            rule_files = conf.get("rule_files") or []
+            if not rule_files:
+                error("prometheus: no rule_files")
+            for rf in rule_files:
+                rhost = mounted("prometheus", m, rf)
+                if rhost is None:
+                    continue
+                if not rhost.exists():
+                    error(f"prometheus: rule file {rhost} does not exist")
+                    continue
+                check_rules(rhost, load("prometheus", rhost, yaml.safe_load))
+    if "grafana" in services:
+        graf = services["grafana"]
+        m = mounts(graf, base)
+        sources = [(t, h) for t, h in m.items() if t.startswith("/etc/grafana/provisioning/datasources/")]
+        boards = [(t, h) for t, h in m.items() if t.startswith("/etc/grafana/provisioning/dashboards/")]
+        if not sources:
+            error("grafana: no data source provisioning mounted")
+        if not boards:
+            error("grafana: no dashboard provisioning mounted")
+        uids = set()
+        for _, h in sources:
+            conf = load("grafana", h, yaml.safe_load) or {}
+            for ds in conf.get("datasources") or []:
+                uids.add(ds.get("uid"))
+                u = urlparse(str(ds.get("url", "")))
+                if ds.get("type") == "prometheus" and (
+                    u.hostname not in services or str(u.port) != prom_port
+                ):
+                    error(f"grafana: data source url {ds.get('url')!r} is not a prometheus service on {prom_port}")
+        for _, h in boards:
+            conf = load("grafana", h, yaml.safe_load) or {}
+            for prov in conf.get("providers") or []:
+                path = (prov.get("options") or {}).get("path")
+                jsons = [(t, hh) for t, hh in m.items() if path and t.startswith(path.rstrip("/") + "/") and t.endswith(".json")]
+                if not jsons:
+                    error(f"grafana: no dashboard JSON mounted under {path}")
+                for _, hh in jsons:
+                    check_dashboard(hh, load("grafana", hh, json.loads))
+
+
+def check_rules(path, doc):
+    if not isinstance(doc, dict) or not doc.get("groups"):
+        error(f"{path}: no rule groups")
+        return
+    names = set()
+    for group in doc["groups"]:
+        for rule in group.get("rules") or []:
+            name = rule.get("alert") or rule.get("record")
+            if not name:
+                error(f"{path}: a rule in {group.get('name')} has neither alert nor record")
+                continue
+            if name in names:
+                error(f"{path}: alert {name} defined twice")
+            names.add(name)
+            if not str(rule.get("expr") or "").strip():
+                error(f"{path}: {name}: no expr")
+            if "for" in rule and not DURATION.match(str(rule["for"])):
+                error(f"{path}: {name}: for {rule['for']!r} is not a duration")
+            if rule.get("alert"):
+                if "severity" not in (rule.get("labels") or {}):
+                    error(f"{path}: {name}: no severity label")
+                if "summary" not in (rule.get("annotations") or {}):
+                    error(f"{path}: {name}: no summary annotation")
+
+
+def check_dashboard(path, dash):
+    if not isinstance(dash, dict):
+        return
+    for field in ("uid", "title", "panels"):
+        if not dash.get(field):
+            error(f"{path}: no {field}")
+    variables = {v.get("name") for v in (dash.get("templating") or {}).get("list") or []}
+    for panel in dash.get("panels") or []:
+        if panel.get("type") == "row":
+            continue
+        title = panel.get("title")
+        targets = panel.get("targets") or []
+        if not targets:
+            error(f"{path}: panel {title!r} has no query")
+        for t in targets:
+            if not str(t.get("expr") or "").strip():
+                error(f"{path}: panel {title!r}: a target without expr")
+            uid = str((t.get("datasource") or panel.get("datasource") or {}).get("uid", ""))
+            var = uid.strip("${}")
+            if uid.startswith("$") and var not in variables:
+                error(f"{path}: panel {title!r} uses data source variable {uid} that is not defined")
 
 
 def check_dockerfile(name, path):

@@ -37,6 +37,9 @@ pub enum Command {
     /// Probe a running instance's /readyz (for container health checks). Exit 0: ready;
     /// 1: not ready or unreachable, with the reason on one line.
     Healthcheck(crate::tools::healthcheck::HealthcheckArgs),
+    /// Check the Redis behind the service for production readiness (version, persistence,
+    /// eviction, TTL, notifications, rights, TLS…). Exit 0: all OK; 1: warnings; 2: failures.
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,8 @@ struct Readiness {
     key: KeyState,
     document: Option<DocumentInfo>,
     streams: i64,
+    /// Production-readiness findings about Redis (see docs/doctor.md).
+    findings: Vec<crate::doctor::Finding>,
 }
 
 #[derive(Serialize)]
@@ -73,6 +75,7 @@ async fn readyz(State(m): State<Mgmt>) -> impl IntoResponse {
         key: s.key,
         document,
         streams: m.status.streams(),
+        findings: s.findings,
     };
     let code = if ready {
         StatusCode::OK

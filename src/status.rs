@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub redis_error: Option<String>,
     pub trigger: Trigger,
     pub key: KeyState,
+    /// The doctor's findings at the last connect (empty until the first check ends).
+    pub findings: Vec<crate::doctor::Finding>,
 }
 
 /// Shared, cheap-to-read health state.
@@ -75,6 +77,7 @@ impl Default for Status {
                 redis_error: None,
                 trigger: Trigger::Unknown,
                 key: KeyState::Unknown,
+                findings: Vec::new(),
             }),
             grpc_listening: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),

@@ -18,6 +18,8 @@ mod notify;
 mod reader;
 
 pub use backoff::Backoff;
+/// Which `notify-keyspace-events` letters are missing (for the doctor).
+pub(crate) use notify::merged as notify_merged;
 
 use crate::config::{Config, OnMissingKey, RedisTarget};
 use crate::flags::{self, DocumentError};
@@ -171,6 +173,14 @@ impl Watcher {
         self.metrics.redis_up.record(1, &[]);
         info!(channel = %channel, trigger = ?trigger, "connected to redis and subscribed");
         backoff.reset();
+        // Production-readiness checks on this connection, in the background; they end with the session.
+        let _doctor = crate::doctor::spawn_session_checks(
+            &con,
+            &self.target,
+            self.documents,
+            &self.status,
+            &self.metrics,
+        );
 
         let mut reader = Reader::new(self.target.key.clone());
         self.read(&mut con, &mut reader, None).await?;
