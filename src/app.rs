@@ -131,9 +131,9 @@ pub async fn run(
     let routes = |b: &mut Server| {
         b.add_service(health_service.clone())
             .add_service(reflection.clone())
-            .add_service(
-                server::flagd::flag_sync_service_server::FlagSyncServiceServer::new(svc.clone()),
-            )
+            // SyncFlags without a per-stream copy of the document (src/zerocopy.rs); 4 MB
+            // is tonic's default request limit.
+            .add_service(crate::zerocopy::FlagdSync::new(svc.clone(), 4 * 1024 * 1024))
             .add_service(
                 server::legacy::flag_sync_service_server::FlagSyncServiceServer::new(svc.clone()),
             )

@@ -92,6 +92,10 @@ fn make_view(json: String, ctx: Option<&prost_types::Struct>) -> View {
 pub struct Hub {
     tx: broadcast::Sender<Arc<Snapshot>>,
     current: RwLock<Option<Arc<Snapshot>>>,
+    /// The last few snapshots, so that the broadcast ring never drops the last reference
+    /// to one: freeing a large document (its parsed tree) takes milliseconds, and the
+    /// ring frees inside `send`, before it wakes any stream. Freed after the send instead.
+    retired: Mutex<std::collections::VecDeque<Arc<Snapshot>>>,
     /// Static sync context sent with every stream message.
     pub context: Option<prost_types::Struct>,
     /// The name of the single source (the Redis key), for `source=` selectors.
@@ -104,6 +108,7 @@ impl Hub {
         Hub {
             tx,
             current: RwLock::new(None),
+            retired: Mutex::new(std::collections::VecDeque::new()),
             context,
             source,
         }
@@ -131,7 +136,13 @@ impl Hub {
         // Current first, then announce: a stream that subscribed before the send but
         // read `current` after this line sees the new snapshot either way.
         *self.current.write().expect("hub lock poisoned") = Some(snap.clone());
+        let mut retired = self.retired.lock().expect("hub lock poisoned");
+        retired.push_back(snap.clone());
         let _ = self.tx.send(snap);
+        // After the streams were woken: whatever falls out here is freed off their path.
+        while retired.len() > BROADCAST_CAPACITY + 1 {
+            retired.pop_front();
+        }
         true
     }
 

@@ -14,12 +14,10 @@
 //! - [`http`], [`status`], [`telemetry`]: health, readiness, metrics, logs.
 //! - [`app`]: start-up and shutdown.
 //! - [`tools`]: operator subcommands (`put`, `watch`, `healthcheck`).
-//! - [`doctor`]: production-readiness checks of the Redis (subcommand and at each connect).
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
-pub mod doctor;
 pub mod flags;
 pub mod grpc;
 pub mod http;
@@ -32,3 +30,4 @@ pub mod telemetry;
 pub mod tools;
 pub mod validate;
 pub mod wire;
+pub mod zerocopy;

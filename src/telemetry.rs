@@ -104,14 +104,15 @@ pub struct Metrics {
     pub polls: Counter<u64>,
     pub reconnects: Counter<u64>,
     pub redis_up: Gauge<i64>,
-    /// 1 for the level each doctor check found, 0 for its other levels.
-    pub doctor_findings: Gauge<i64>,
     pub document_bytes: Gauge<u64>,
     pub last_change: Gauge<f64>,
     pub propagation: Histogram<f64>,
     /// Callbacks read at scrape time: live tokio tasks and open file descriptors, so a
     /// leak (of streams, connections) shows as a trend.
     _runtime: [ObservableGauge<i64>; 2],
+    /// Stream messages encoded (see [`crate::wire::encodings`]): one per change, not per
+    /// stream; read at scrape time.
+    _encodings: opentelemetry::metrics::ObservableCounter<u64>,
 }
 
 impl Metrics {
@@ -153,12 +154,6 @@ impl Metrics {
             reconnects: meter
                 .u64_counter("flagd_redis_sync.redis.reconnects")
                 .with_description("Redis connection attempts after a failure or a lost connection")
-                .build(),
-            doctor_findings: meter
-                .i64_gauge("flagd_redis_sync.doctor.findings")
-                .with_description(
-                    "Redis production-readiness findings: 1 for the level (ok, skipped, warn, fail) of each check",
-                )
                 .build(),
             redis_up: meter
                 .i64_gauge("flagd_redis_sync.redis.up")
@@ -205,6 +200,13 @@ impl Metrics {
                     })
                     .build(),
             ],
+            _encodings: meter
+                .u64_observable_counter("flagd_redis_sync.encodings")
+                .with_description(
+                    "Stream messages serialised: one per published document (and other selection), whatever the number of streams",
+                )
+                .with_callback(|o| o.observe(crate::wire::encodings(), &[]))
+                .build(),
         }
     }
 

@@ -74,12 +74,23 @@ pre_encoded!(
     "A `sync.v1.SyncFlagsResponse` (state SYNC_STATE_ALL), already encoded."
 );
 
+/// Stream messages encoded since start (`flagd_redis_sync_encodings_total`): one per
+/// published document (and per other selection asked for), whatever the number of
+/// streams. Compared with the pushes, it shows a change is serialised once.
+static ENCODINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The number of [`encode_responses`] calls so far.
+pub fn encodings() -> u64 {
+    ENCODINGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Encodes the stream messages for one flag document, once.
 pub fn encode_responses(
     json: &str,
     context: Option<&prost_types::Struct>,
 ) -> (EncodedSyncFlagsResponse, EncodedLegacySyncFlagsResponse) {
     use prost::Message;
+    ENCODINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let v1 = client::flagd::SyncFlagsResponse {
         flag_configuration: json.to_string(),
         sync_context: context.cloned(),
