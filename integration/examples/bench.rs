@@ -45,11 +45,27 @@ fn main() -> Result<()> {
     if args.first().map(String::as_str) == Some("floor-server") {
         return rt.block_on(floor::serve());
     }
+    // Profiling aid: `bench hold PORT N SECONDS` holds N idle streams to a running server.
+    if args.first().map(String::as_str) == Some("hold") {
+        let num = |i: usize| -> Result<u64> {
+            Ok(args.get(i).context("bench hold PORT N SECONDS")?.parse()?)
+        };
+        let (port, n, secs) = (num(1)? as u16, num(2)? as usize, num(3)?);
+        return rt.block_on(async move {
+            let mut fleet = Fleet::new(port);
+            fleet.grow_any(n).await?;
+            eprintln!("bench: holding {n} streams for {secs} s");
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            fleet.close().await;
+            Ok(())
+        });
+    }
     let mut opts = Opts {
         quick: false,
         out: root().join("docs/bench"),
         doc: Some(root().join("docs/benchmarks.md")),
         nofile,
+        only: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -58,7 +74,25 @@ fn main() -> Result<()> {
             "--out" => opts.out = PathBuf::from(it.next().context("--out DIR")?),
             "--doc" => opts.doc = Some(PathBuf::from(it.next().context("--doc FILE")?)),
             "--no-doc" => opts.doc = None,
-            other => bail!("unknown argument {other:?} (bench [--quick] [--out DIR] [--doc FILE|--no-doc])"),
+            // Profiling aid: one payload size, the latency phase only. SIZE:N:ROUNDS[,N:ROUNDS]
+            "--only" => {
+                let spec = it.next().context("--only SIZE:N:ROUNDS")?;
+                let (size, steps) = spec.split_once(':').context("--only SIZE:N:ROUNDS")?;
+                let steps = steps
+                    .split(',')
+                    .map(|st| {
+                        let (n, r) = st.split_once(':').context("N:ROUNDS")?;
+                        anyhow::Ok((n.parse()?, r.parse()?))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                opts.only = Some(Case {
+                    size: size.parse()?,
+                    steps,
+                });
+            }
+            other => bail!(
+                "unknown argument {other:?} (bench [--quick] [--out DIR] [--doc FILE|--no-doc])"
+            ),
         }
     }
     rt.block_on(run(opts))
@@ -69,6 +103,7 @@ struct Opts {
     out: PathBuf,
     doc: Option<PathBuf>,
     nofile: u64,
+    only: Option<Case>,
 }
 
 /// The workspace root.
@@ -103,7 +138,7 @@ fn raise_nofile() -> u64 {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 // ---------------------------------------------------------------------------------------
@@ -135,7 +170,10 @@ fn make_doc(marker: u32, size: usize) -> String {
 fn find_marker(bytes: &[u8]) -> Option<u32> {
     let head = &bytes[..bytes.len().min(4096)];
     let at = memchr::memmem::find(head, b"MARK")? + 4;
-    std::str::from_utf8(head.get(at..at + 9)?).ok()?.parse().ok()
+    std::str::from_utf8(head.get(at..at + 9)?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// A `SyncFlagsResponse` decoder that reads the marker and skips the rest: no UTF-8 check,
@@ -157,7 +195,10 @@ impl prost::Message for Marked {
         if tag == 1 {
             // The length varint, then the JSON (tonic hands over one contiguous buffer).
             let chunk = buf.chunk();
-            let start = chunk.iter().position(|b| b & 0x80 == 0).map_or(0, |p| p + 1);
+            let start = chunk
+                .iter()
+                .position(|b| b & 0x80 == 0)
+                .map_or(0, |p| p + 1);
             self.marker = find_marker(&chunk[start.min(chunk.len())..]);
         }
         prost::encoding::skip_field(wire_type, tag, buf, ctx)
@@ -215,7 +256,30 @@ impl Fleet {
             }));
         }
         let got = self.collect(marker, new, started).await?;
-        ensure!(got.len() == new, "only {} of {new} clients connected", got.len());
+        ensure!(
+            got.len() == new,
+            "only {} of {new} clients connected",
+            got.len()
+        );
+        Ok(())
+    }
+
+    /// Opens clients until there are `n`, whatever document they get first.
+    async fn grow_any(&mut self, n: usize) -> Result<()> {
+        let gate = Arc::new(Semaphore::new(CONNECT_BATCH));
+        let new = n.saturating_sub(self.len());
+        for id in self.len()..n {
+            let permit = gate.clone().acquire_owned().await?;
+            let (port, tx) = (self.port, self.tx.clone());
+            self.tasks.push(tokio::spawn(client(id, port, tx, permit)));
+        }
+        for _ in 0..new {
+            match self.rx.recv().await {
+                Some(Event::Failed { client, error }) => bail!("client {client}: {error}"),
+                None => bail!("clients gone"),
+                Some(Event::Msg { .. }) => {}
+            }
+        }
         Ok(())
     }
 
@@ -225,7 +289,10 @@ impl Fleet {
         let deadline = tokio::time::Instant::now() + ROUND_TIMEOUT;
         while out.len() < n {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Err(_) => bail!("{} of {n} clients got marker {marker} within {ROUND_TIMEOUT:?}", out.len()),
+                Err(_) => bail!(
+                    "{} of {n} clients got marker {marker} within {ROUND_TIMEOUT:?}",
+                    out.len()
+                ),
                 Ok(None) => bail!("clients gone"),
                 Ok(Some(Event::Failed { client, error })) => bail!("client {client}: {error}"),
                 Ok(Some(Event::Msg { marker: m, at })) => {
@@ -302,7 +369,7 @@ async fn client(
                 Some(m) => {
                     let at = Instant::now();
                     permit.take();
-                    let marker = m.marker.context("a message without a marker")?;
+                    let marker = m.marker.unwrap_or(u32::MAX);
                     if tx.send(Event::Msg { marker, at }).is_err() {
                         return Ok(());
                     }
@@ -389,15 +456,24 @@ impl Service {
                 return Ok((svc, started.elapsed()));
             }
             if let Ok(Some(status)) = svc.proc.child.try_wait() {
-                bail!("the service exited with {status}: {}", std::fs::read_to_string(&svc.proc.log).unwrap_or_default());
+                bail!(
+                    "the service exited with {status}: {}",
+                    std::fs::read_to_string(&svc.proc.log).unwrap_or_default()
+                );
             }
-            ensure!(Instant::now() < deadline, "the service was not ready within 20 s");
+            ensure!(
+                Instant::now() < deadline,
+                "the service was not ready within 20 s"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
     async fn metrics(&self) -> String {
-        http_get(self.mgmt, "/metrics").await.map(|(_, b)| b).unwrap_or_default()
+        http_get(self.mgmt, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     async fn metric(&self, name: &str) -> f64 {
@@ -433,7 +509,10 @@ impl FloorServer {
             .spawn()?;
         let stdin = child.stdin.take().context("stdin")?;
         let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let line = stdout.next_line().await?.context("floor server said nothing")?;
+        let line = stdout
+            .next_line()
+            .await?
+            .context("floor server said nothing")?;
         let port = line
             .strip_prefix("listening ")
             .and_then(|p| p.parse().ok())
@@ -453,7 +532,11 @@ impl FloorServer {
     }
 
     async fn expect_ok(&mut self) -> Result<()> {
-        let line = self.stdout.next_line().await?.context("floor server gone")?;
+        let line = self
+            .stdout
+            .next_line()
+            .await?
+            .context("floor server gone")?;
         ensure!(line == "ok", "floor server: {line}");
         Ok(())
     }
@@ -647,17 +730,35 @@ fn plan(quick: bool) -> (Vec<Case>, usize) {
     let redis_rounds = if quick { 100 } else { 300 };
     let cases = if quick {
         vec![
-            Case { size: KB, steps: vec![(1, 150), (100, 30), (1000, 15), (10_000, 10)] },
-            Case { size: 100 * KB, steps: vec![(1, 30), (100, 10)] },
-            Case { size: KB * KB, steps: vec![(1, 20), (100, 5)] },
+            Case {
+                size: KB,
+                steps: vec![(1, 150), (100, 30), (1000, 15), (10_000, 10)],
+            },
+            Case {
+                size: 100 * KB,
+                steps: vec![(1, 30), (100, 10)],
+            },
+            Case {
+                size: KB * KB,
+                steps: vec![(1, 20), (100, 5)],
+            },
         ]
     } else {
         vec![
-            Case { size: KB, steps: vec![(1, 400), (100, 100), (1000, 50), (10_000, 30)] },
-            Case { size: 100 * KB, steps: vec![(1, 150), (100, 50), (1000, 20), (10_000, 8)] },
+            Case {
+                size: KB,
+                steps: vec![(1, 400), (100, 100), (1000, 50), (10_000, 30)],
+            },
+            Case {
+                size: 100 * KB,
+                steps: vec![(1, 150), (100, 50), (1000, 20), (10_000, 8)],
+            },
             // 1 MB to 10,000 clients is 10 GB per change through one 2-core machine's
             // loopback and client process: not run (see docs/benchmarks.md).
-            Case { size: KB * KB, steps: vec![(1, 60), (100, 20), (1000, 8)] },
+            Case {
+                size: KB * KB,
+                steps: vec![(1, 60), (100, 20), (1000, 8)],
+            },
         ]
     };
     (cases, redis_rounds)
@@ -698,9 +799,22 @@ async fn run(opts: Opts) -> Result<()> {
         "nofile_limit": opts.nofile,
         "binary": bin.display().to_string(),
     });
-    eprintln!("bench: {} mode, load {}", report["mode"], report["load_before"]);
+    eprintln!(
+        "bench: {} mode, load {}",
+        report["mode"], report["load_before"]
+    );
     let (cases, redis_rounds) = plan(opts.quick);
     let mut marker = Marker(0);
+    if let Some(only) = opts.only {
+        let (rows, mem, enc) = latency_case(&only, 50, &mut marker, tmp.path()).await?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"latency": rows, "memory": mem, "encodings": enc})
+            )?
+        );
+        return Ok(());
+    }
 
     let mut latency = Vec::new();
     let mut memory = Value::Null;
@@ -758,7 +872,10 @@ async fn latency_case(
     let mut writer = writer_client.get_multiplexed_async_connection().await?;
 
     // Redis floor: SET -> keyspace notification at a bare subscriber -> GET done.
-    eprintln!("bench: {}: Redis floor, {redis_rounds} changes", fmt_size(size));
+    eprintln!(
+        "bench: {}: Redis floor, {redis_rounds} changes",
+        fmt_size(size)
+    );
     let redis_floor = redis_floor(&redis, &mut writer, size, redis_rounds, marker).await?;
 
     // The service.
@@ -772,6 +889,7 @@ async fn latency_case(
     let mut fleet = Fleet::new(svc.grpc);
     let mut current = first;
     let mut service_rows = Vec::new();
+    let mut redis_conns = Vec::new();
     for &(n, rounds) in &case.steps {
         eprintln!("bench: {}: service, N = {n}: connecting", fmt_size(size));
         let t = Instant::now();
@@ -779,9 +897,31 @@ async fn latency_case(
         let connect_s = t.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_millis(500)).await;
         ramp.push(json!({"streams": n, "service_rss_kb": svc.proc.rss_kb()}));
-        eprintln!("bench: {}: service, N = {n}: {rounds} changes", fmt_size(size));
-        let (all, last, first_arrivals) =
-            rounds_service(&mut fleet, &mut writer, n, size, rounds, marker, &mut current).await?;
+        // The service's Redis connections: every client but the bench's writer.
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query_async(&mut writer)
+            .await?;
+        let clients = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        redis_conns.push(json!({"streams": n, "service_redis_connections": clients - 1}));
+        eprintln!(
+            "bench: {}: service, N = {n}: {rounds} changes",
+            fmt_size(size)
+        );
+        let (all, last, first_arrivals) = rounds_service(
+            &mut fleet,
+            &mut writer,
+            n,
+            size,
+            rounds,
+            marker,
+            &mut current,
+        )
+        .await?;
         service_rows.push((n, rounds, all, last, first_arrivals, connect_s));
     }
     let after = svc.metrics().await;
@@ -795,6 +935,7 @@ async fn latency_case(
         "encodings": delta("flagd_redis_sync_encodings_total"),
         "pushes": delta("flagd_redis_sync_pushes_total"),
         "encodings_metric_present": metric_value(&after, "flagd_redis_sync_encodings_total").is_some(),
+        "redis_connections": redis_conns,
     });
     fleet.close().await;
     svc.proc.stop().await;
@@ -949,17 +1090,26 @@ async fn poll_cost(marker: &mut Marker, tmp: &Path, quick: bool) -> Result<Value
             .unwrap_or(0.0)
     };
     let polls0 = svc.metric("flagd_redis_sync_polls_total").await;
-    let a: String = redis::cmd("INFO").arg("stats").query_async(&mut con).await?;
+    let a: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut con)
+        .await?;
     let secs = if quick { 6 } else { 12 };
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    let b: String = redis::cmd("INFO").arg("stats").query_async(&mut con).await?;
+    let b: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut con)
+        .await?;
     let polls = svc.metric("flagd_redis_sync_polls_total").await - polls0;
     // Take out our own INFO: reply A (written after A's counters were read) and command B.
     let info_reply = (a.len() + format!("${}\r\n\r\n", a.len()).len()) as f64;
     let info_cmd = "*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n".len() as f64;
-    let out = stats(&b, "total_net_output_bytes") - stats(&a, "total_net_output_bytes") - info_reply;
+    let out =
+        stats(&b, "total_net_output_bytes") - stats(&a, "total_net_output_bytes") - info_reply;
     let inp = stats(&b, "total_net_input_bytes") - stats(&a, "total_net_input_bytes") - info_cmd;
-    let dup = svc.metric("flagd_redis_sync_documents_duplicates_total").await;
+    let dup = svc
+        .metric("flagd_redis_sync_documents_duplicates_total")
+        .await;
     svc.proc.stop().await;
     ensure!(polls > 0.0, "no polls counted");
     Ok(json!({
@@ -1065,7 +1215,7 @@ async fn startup(marker: &mut Marker, tmp: &Path, runs: usize) -> Result<Value> 
 // ---------------------------------------------------------------------------------------
 // Targets
 
-fn find_row<'a>(r: &'a Value, size: usize, n: usize) -> Option<&'a Value> {
+fn find_row(r: &Value, size: usize, n: usize) -> Option<&Value> {
     r["latency"].as_array()?.iter().find(|x| {
         x["payload_bytes"].as_u64() == Some(size as u64) && x["n"].as_u64() == Some(n as u64)
     })
@@ -1078,7 +1228,11 @@ fn per_stream_kb(mem: &Value, key: &str, to: u64) -> Option<f64> {
             .find(|p| p["streams"].as_u64() == Some(n))
             .and_then(|p| p[key].as_f64())
     };
-    let max_n = pts.iter().filter_map(|p| p["streams"].as_u64()).filter(|&n| n <= to).max()?;
+    let max_n = pts
+        .iter()
+        .filter_map(|p| p["streams"].as_u64())
+        .filter(|&n| n <= to)
+        .max()?;
     Some((at(max_n)? - at(0)?) / max_n as f64)
 }
 
@@ -1094,7 +1248,11 @@ fn targets(r: &Value) -> Value {
         let over = (p50 - floor) * 1000.0;
         add(
             "N = 1, 1 KB: SET -> client p50 within 150 µs of the Redis floor",
-            format!("p50 {:.0} µs, Redis floor p50 {:.0} µs: +{over:.0} µs", p50 * 1e3, floor * 1e3),
+            format!(
+                "p50 {:.0} µs, Redis floor p50 {:.0} µs: +{over:.0} µs",
+                p50 * 1e3,
+                floor * 1e3
+            ),
             Some(over <= 150.0),
         );
         add(
@@ -1105,7 +1263,12 @@ fn targets(r: &Value) -> Value {
     }
     let big = r["latency"]
         .as_array()
-        .and_then(|a| a.iter().filter(|x| x["payload_bytes"].as_u64() == Some(KB as u64)).map(|x| x["n"].as_u64().unwrap_or(0)).max())
+        .and_then(|a| {
+            a.iter()
+                .filter(|x| x["payload_bytes"].as_u64() == Some(KB as u64))
+                .map(|x| x["n"].as_u64().unwrap_or(0))
+                .max()
+        })
         .unwrap_or(0) as usize;
     if let Some(row) = find_row(r, KB, big) {
         let p99 = row["service_last"]["p99_ms"].as_f64().unwrap_or(0.0);
@@ -1145,33 +1308,85 @@ fn targets(r: &Value) -> Value {
         });
         let text = encs
             .iter()
-            .map(|e| format!(
-                "{}: {} changes, {} encodings, {} pushes (up to {} streams)",
-                fmt_size(e["payload_bytes"].as_u64().unwrap_or(0) as usize),
-                e["changes_published"], e["encodings"], e["pushes"], e["max_streams"]
-            ))
+            .map(|e| {
+                format!(
+                    "{}: {} changes, {} encodings, {} pushes (up to {} streams)",
+                    fmt_size(e["payload_bytes"].as_u64().unwrap_or(0) as usize),
+                    e["changes_published"],
+                    e["encodings"],
+                    e["pushes"],
+                    e["max_streams"]
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ");
         add("Each change serialised once whatever N", text, Some(ok));
     }
-    let out = r["poll_cost"]["redis_out_bytes_per_poll"].as_f64().unwrap_or(f64::MAX);
-    let inp = r["poll_cost"]["redis_in_bytes_per_poll"].as_f64().unwrap_or(0.0);
+    if let Some(encs) = r["encodings"].as_array() {
+        let conns: Vec<(u64, i64)> = encs
+            .iter()
+            .flat_map(|e| {
+                e["redis_connections"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|c| {
+                (
+                    c["streams"].as_u64().unwrap_or(0),
+                    c["service_redis_connections"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect();
+        let max_n = conns.iter().map(|c| c.0).max().unwrap_or(0);
+        let distinct: std::collections::BTreeSet<i64> = conns.iter().map(|c| c.1).collect();
+        add(
+            "Redis connections constant in N",
+            format!("{:?} connection(s) at every N from 1 to {max_n}", distinct),
+            Some(distinct.len() == 1),
+        );
+    }
+    let out = r["poll_cost"]["redis_out_bytes_per_poll"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    let inp = r["poll_cost"]["redis_in_bytes_per_poll"]
+        .as_f64()
+        .unwrap_or(0.0);
     add(
         "Unchanged 1 MB document: under 100 bytes per poll (Redis reply)",
         format!("{out:.0} bytes out of Redis per poll ({inp:.0} bytes of request)"),
         Some(out < 100.0),
     );
     if let Some(runs) = r["burst"]["runs"].as_array() {
-        let ok = runs.iter().all(|b| b["ends_in_last_document"].as_bool() == Some(true) && b["in_order"].as_bool() == Some(true) && b["last_write_to_last_push_ms"].as_f64().unwrap_or(1e9) < 100.0);
+        let ok = runs.iter().all(|b| {
+            b["ends_in_last_document"].as_bool() == Some(true)
+                && b["in_order"].as_bool() == Some(true)
+                && b["last_write_to_last_push_ms"].as_f64().unwrap_or(1e9) < 100.0
+        });
         let text = runs
             .iter()
-            .map(|b| format!("{}: {} pushes, last doc {} ms after last write", b["pattern"].as_str().unwrap_or(""), b["pushes_received"], b["last_write_to_last_push_ms"]))
+            .map(|b| {
+                format!(
+                    "{}: {} pushes, last doc {} ms after last write",
+                    b["pattern"].as_str().unwrap_or(""),
+                    b["pushes_received"],
+                    b["last_write_to_last_push_ms"]
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ");
-        add("Burst of 1,000 writes: bounded pushes ending in the last document", text, Some(ok));
+        add(
+            "Burst of 1,000 writes: bounded pushes ending in the last document",
+            text,
+            Some(ok),
+        );
     }
-    let st = r["startup"]["spawn_to_ready"]["p50_ms"].as_f64().unwrap_or(f64::MAX);
-    let stmax = r["startup"]["spawn_to_ready"]["max_ms"].as_f64().unwrap_or(f64::MAX);
+    let st = r["startup"]["spawn_to_ready"]["p50_ms"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    let stmax = r["startup"]["spawn_to_ready"]["max_ms"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
     add(
         "Start-up to ready (1 MB document) under 100 ms",
         format!("median {st:.1} ms, max {stmax:.1} ms"),
@@ -1200,11 +1415,19 @@ fn loadavg() -> String {
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
         .unwrap_or_default();
@@ -1226,63 +1449,131 @@ fn markdown(r: &Value, out: &Path, doc: Option<&Path>) -> String {
     let rel = |name: &str| -> String {
         let p = out.join(name);
         match doc.and_then(|d| d.parent()) {
-            Some(dir) => p.strip_prefix(dir).map(|x| x.display().to_string()).unwrap_or(p.display().to_string()),
+            Some(dir) => p
+                .strip_prefix(dir)
+                .map(|x| x.display().to_string())
+                .unwrap_or(p.display().to_string()),
             None => name.to_string(),
         }
     };
     let mut s = String::new();
     let m = &r["machine"];
-    let _ = writeln!(s, "Measured {} with `{}` ({} s; {} mode).\n", r["date"].as_str().unwrap_or(""), r["command"].as_str().unwrap_or(""), r["duration_s"], r["mode"].as_str().unwrap_or(""));
+    let _ = writeln!(
+        s,
+        "Measured {} with `{}` ({} s; {} mode).\n",
+        r["date"].as_str().unwrap_or(""),
+        r["command"].as_str().unwrap_or(""),
+        r["duration_s"],
+        r["mode"].as_str().unwrap_or("")
+    );
     let _ = writeln!(s, "Machine: {}, {} cores, {}, {}; {}; {}. Load average (1/5/15 min) {} before, {} after. All traffic on 127.0.0.1; service, clients, gRPC floor server and redis-server share the 2 cores.\n",
         m["cpu"].as_str().unwrap_or(""), m["cores"], m["memory"].as_str().unwrap_or(""), m["kernel"].as_str().unwrap_or(""),
         m["redis"].as_str().unwrap_or("").split(" sha").next().unwrap_or(""), m["rustc"].as_str().unwrap_or(""),
         r["load_before"].as_str().unwrap_or(""), r["load_after"].as_str().unwrap_or(""));
-    let _ = writeln!(s, "### Targets\n\n| Target | Measured | Met |\n|---|---|---|");
+    let _ = writeln!(
+        s,
+        "### Targets\n\n| Target | Measured | Met |\n|---|---|---|"
+    );
     for t in r["targets"].as_array().into_iter().flatten() {
         let met = match t["met"].as_bool() {
             Some(true) => "**met**",
             Some(false) => "**not met**",
             None => "–",
         };
-        let _ = writeln!(s, "| {} | {} | {met} |", t["target"].as_str().unwrap_or(""), t["measured"].as_str().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {met} |",
+            t["target"].as_str().unwrap_or(""),
+            t["measured"].as_str().unwrap_or("")
+        );
     }
     let _ = writeln!(s, "\n### Latency: SET -> message at the client\n");
     let _ = writeln!(s, "\"all\" pools every client's arrival of every change; \"last\" is the arrival at the last of the N clients, one value per change. Floors: Redis = SET -> keyspace notification at a bare subscriber + GET; gRPC = a minimal tonic server broadcasting a pre-encoded message to the same N clients (timed from the bench's command to it).\n");
     let _ = writeln!(s, "| Payload | N | Changes | Service all p50 / p99 | Service last p50 / p99 / max | gRPC floor last p50 / p99 / max | Last p99 / floor | Redis floor p50 / p99 |\n|---|---|---|---|---|---|---|---|");
     for row in r["latency"].as_array().into_iter().flatten() {
-        let _ = writeln!(s, "| {} | {} | {} | {} / {} | {} / {} / {} | {} / {} / {} | {:.2}x | {} / {} |",
-            fmt_size(row["payload_bytes"].as_u64().unwrap_or(0) as usize), row["n"], row["rounds"],
-            md_ms(&row["service_all"]["p50_ms"]), md_ms(&row["service_all"]["p99_ms"]),
-            md_ms(&row["service_last"]["p50_ms"]), md_ms(&row["service_last"]["p99_ms"]), md_ms(&row["service_last"]["max_ms"]),
-            md_ms(&row["grpc_floor_last"]["p50_ms"]), md_ms(&row["grpc_floor_last"]["p99_ms"]), md_ms(&row["grpc_floor_last"]["max_ms"]),
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} / {} | {} / {} / {} | {} / {} / {} | {:.2}x | {} / {} |",
+            fmt_size(row["payload_bytes"].as_u64().unwrap_or(0) as usize),
+            row["n"],
+            row["rounds"],
+            md_ms(&row["service_all"]["p50_ms"]),
+            md_ms(&row["service_all"]["p99_ms"]),
+            md_ms(&row["service_last"]["p50_ms"]),
+            md_ms(&row["service_last"]["p99_ms"]),
+            md_ms(&row["service_last"]["max_ms"]),
+            md_ms(&row["grpc_floor_last"]["p50_ms"]),
+            md_ms(&row["grpc_floor_last"]["p99_ms"]),
+            md_ms(&row["grpc_floor_last"]["max_ms"]),
             row["last_p99_over_floor"].as_f64().unwrap_or(0.0),
-            md_ms(&row["redis_floor"]["p50_ms"]), md_ms(&row["redis_floor"]["p99_ms"]));
+            md_ms(&row["redis_floor"]["p50_ms"]),
+            md_ms(&row["redis_floor"]["p99_ms"])
+        );
     }
-    let _ = writeln!(s, "\n![Latency to the last client, by N]({})\n", rel("latency.svg"));
+    let _ = writeln!(
+        s,
+        "\n![Latency to the last client, by N]({})\n",
+        rel("latency.svg")
+    );
     let _ = writeln!(s, "### Memory: RSS with idle streams (1 KB document, each stream its own connection)\n\n| Streams | Service RSS | gRPC floor server RSS |\n|---|---|---|");
-    let svc_pts = r["memory"]["service"].as_array().cloned().unwrap_or_default();
+    let svc_pts = r["memory"]["service"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let floor_pts = r["memory"]["floor"].as_array().cloned().unwrap_or_default();
     for (i, p) in svc_pts.iter().enumerate() {
-        let f = floor_pts.get(i).and_then(|f| f["floor_rss_kb"].as_f64()).unwrap_or(0.0);
-        let _ = writeln!(s, "| {} | {:.1} MB | {:.1} MB |", p["streams"], p["service_rss_kb"].as_f64().unwrap_or(0.0) / 1024.0, f / 1024.0);
+        let f = floor_pts
+            .get(i)
+            .and_then(|f| f["floor_rss_kb"].as_f64())
+            .unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} MB | {:.1} MB |",
+            p["streams"],
+            p["service_rss_kb"].as_f64().unwrap_or(0.0) / 1024.0,
+            f / 1024.0
+        );
     }
     let _ = writeln!(s, "\n![RSS by idle streams]({})\n", rel("memory.svg"));
     let _ = writeln!(s, "### Serialisation: encodings vs pushes\n\n| Payload | Streams (max) | Changes published | Encodings | Pushes |\n|---|---|---|---|---|");
     for e in r["encodings"].as_array().into_iter().flatten() {
-        let _ = writeln!(s, "| {} | {} | {} | {} | {} |", fmt_size(e["payload_bytes"].as_u64().unwrap_or(0) as usize), e["max_streams"], e["changes_published"], e["encodings"], e["pushes"]);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            fmt_size(e["payload_bytes"].as_u64().unwrap_or(0) as usize),
+            e["max_streams"],
+            e["changes_published"],
+            e["encodings"],
+            e["pushes"]
+        );
     }
     let pc = &r["poll_cost"];
     let _ = writeln!(s, "\n### Redis cost of a poll (unchanged 1 MB document, `--redis-interval 1`)\n\n{} polls in {} s: **{} bytes** out of Redis and {} bytes into it per poll (a GET would send 1,048,576+). {}.\n",
         pc["polls"], pc["seconds"], pc["redis_out_bytes_per_poll"], pc["redis_in_bytes_per_poll"], pc["note"].as_str().unwrap_or(""));
     let _ = writeln!(s, "### Bursts (1 KB documents, one client)\n\n| Pattern | Write time | Notifications seen | Pushes received | Ends in last document | In order | Last write -> last push |\n|---|---|---|---|---|---|---|");
     for b in r["burst"]["runs"].as_array().into_iter().flatten() {
-        let _ = writeln!(s, "| {} | {:.0} ms | {} | {} | {} | {} | {} |", b["pattern"].as_str().unwrap_or(""), b["write_seconds"].as_f64().unwrap_or(0.0) * 1e3, b["notifications_seen"], b["pushes_received"], b["ends_in_last_document"], b["in_order"], md_ms(&b["last_write_to_last_push_ms"]));
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} ms | {} | {} | {} | {} | {} |",
+            b["pattern"].as_str().unwrap_or(""),
+            b["write_seconds"].as_f64().unwrap_or(0.0) * 1e3,
+            b["notifications_seen"],
+            b["pushes_received"],
+            b["ends_in_last_document"],
+            b["in_order"],
+            md_ms(&b["last_write_to_last_push_ms"])
+        );
     }
     let st = &r["startup"];
     let _ = writeln!(s, "\n### Start-up and idle memory\n\nSpawn -> `/readyz` 200 with a 1 MB document in Redis ({} runs): median {}, max {}. Idle RSS: {:.1} MB (1 KB document), {:.1} MB (1 MB document).\n",
         st["spawn_to_ready"]["n"], md_ms(&st["spawn_to_ready"]["p50_ms"]), md_ms(&st["spawn_to_ready"]["max_ms"]),
         st["idle_rss_kb_1kb_doc"].as_f64().unwrap_or(0.0) / 1024.0, st["idle_rss_kb_1mb_doc"].as_f64().unwrap_or(0.0) / 1024.0);
-    let _ = writeln!(s, "Raw figures: [{}]({}).", rel("results.json"), rel("results.json"));
+    let _ = writeln!(
+        s,
+        "Raw figures: [{}]({}).",
+        rel("results.json"),
+        rel("results.json")
+    );
     s
 }
 
@@ -1304,7 +1595,9 @@ fn splice(doc: &Path, md: &str) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // Plots: hand-written SVG, log-log lines.
 
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
 
 struct Series {
     name: String,
@@ -1315,14 +1608,26 @@ struct Series {
 
 fn line_chart(title: &str, xlabel: &str, ylabel: &str, log_y: bool, series: &[Series]) -> String {
     let (w, h, l, r, t, b) = (760.0, 440.0, 80.0, 220.0, 40.0, 60.0);
-    let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().cloned()).filter(|p| p.0 > 0.0 && p.1 > 0.0).collect();
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().cloned())
+        .filter(|p| p.0 > 0.0 && p.1 > 0.0)
+        .collect();
     if pts.is_empty() {
         return String::new();
     }
     let lx = |x: f64| x.max(1.0).log10();
     let ly = |y: f64| if log_y { y.log10() } else { y };
-    let (x0, x1) = (lx(pts.iter().map(|p| p.0).fold(f64::MAX, f64::min)).floor(), lx(pts.iter().map(|p| p.0).fold(0.0, f64::max)).ceil().max(1.0));
-    let (mut y0, mut y1) = (ly(pts.iter().map(|p| p.1).fold(f64::MAX, f64::min)), ly(pts.iter().map(|p| p.1).fold(0.0, f64::max)));
+    let (x0, x1) = (
+        lx(pts.iter().map(|p| p.0).fold(f64::MAX, f64::min)).floor(),
+        lx(pts.iter().map(|p| p.0).fold(0.0, f64::max))
+            .ceil()
+            .max(1.0),
+    );
+    let (mut y0, mut y1) = (
+        ly(pts.iter().map(|p| p.1).fold(f64::MAX, f64::min)),
+        ly(pts.iter().map(|p| p.1).fold(0.0, f64::max)),
+    );
     if log_y {
         y0 = y0.floor();
         y1 = y1.ceil();
@@ -1335,12 +1640,21 @@ fn line_chart(title: &str, xlabel: &str, ylabel: &str, log_y: bool, series: &[Se
     }
     let px = |x: f64| l + (lx(x) - x0) / (x1 - x0).max(1e-9) * (w - l - r);
     let py = |y: f64| h - b - (ly(y) - y0) / (y1 - y0) * (h - t - b);
-    let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#, (w - r + l) / 2.0);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
+        (w - r + l) / 2.0
+    );
     // Axes and grid.
     let mut e = x0 as i32;
     while e as f64 <= x1 {
         let x = px(10f64.powi(e));
-        let _ = write!(s, r##"<line x1="{x}" y1="{t}" x2="{x}" y2="{}" stroke="#ddd"/><text x="{x}" y="{}" text-anchor="middle">{}</text>"##, h - b, h - b + 16.0, fmt_count(10f64.powi(e)));
+        let _ = write!(
+            s,
+            r##"<line x1="{x}" y1="{t}" x2="{x}" y2="{}" stroke="#ddd"/><text x="{x}" y="{}" text-anchor="middle">{}</text>"##,
+            h - b,
+            h - b + 16.0,
+            fmt_count(10f64.powi(e))
+        );
         e += 1;
     }
     if log_y {
@@ -1348,28 +1662,83 @@ fn line_chart(title: &str, xlabel: &str, ylabel: &str, log_y: bool, series: &[Se
         while e as f64 <= y1 {
             let v = 10f64.powi(e);
             let y = py(v);
-            let _ = write!(s, r##"<line x1="{l}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##, w - r, l - 6.0, y + 4.0, fmt_axis(v));
+            let _ = write!(
+                s,
+                r##"<line x1="{l}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
+                w - r,
+                l - 6.0,
+                y + 4.0,
+                fmt_axis(v)
+            );
             e += 1;
         }
     } else {
         for i in 0..=5 {
             let v = y0 + (y1 - y0) * i as f64 / 5.0;
             let y = py(v);
-            let _ = write!(s, r##"<line x1="{l}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{:.0}</text>"##, w - r, l - 6.0, y + 4.0, v);
+            let _ = write!(
+                s,
+                r##"<line x1="{l}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{:.0}</text>"##,
+                w - r,
+                l - 6.0,
+                y + 4.0,
+                v
+            );
         }
     }
-    let _ = write!(s, r##"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="#333"/><line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="#333"/>"##, h - b, w - r, h - b, h - b);
-    let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{xlabel}</text><text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">{ylabel}</text>"#, (w - r + l) / 2.0, h - 18.0, (h - b + t) / 2.0, (h - b + t) / 2.0);
+    let _ = write!(
+        s,
+        r##"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="#333"/><line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="#333"/>"##,
+        h - b,
+        w - r,
+        h - b,
+        h - b
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{xlabel}</text><text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">{ylabel}</text>"#,
+        (w - r + l) / 2.0,
+        h - 18.0,
+        (h - b + t) / 2.0,
+        (h - b + t) / 2.0
+    );
     for (i, se) in series.iter().enumerate() {
-        let path: Vec<String> = se.points.iter().filter(|p| p.0 > 0.0 && p.1 > 0.0).map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-        let dash = if se.dashed { r#" stroke-dasharray="6 4""# } else { "" };
-        let _ = write!(s, r#"<polyline fill="none" stroke="{}" stroke-width="2"{dash} points="{}"/>"#, se.color, path.join(" "));
+        let path: Vec<String> = se
+            .points
+            .iter()
+            .filter(|p| p.0 > 0.0 && p.1 > 0.0)
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let dash = if se.dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let _ = write!(
+            s,
+            r#"<polyline fill="none" stroke="{}" stroke-width="2"{dash} points="{}"/>"#,
+            se.color,
+            path.join(" ")
+        );
         for p in &path {
             let (x, y) = p.split_once(',').unwrap();
-            let _ = write!(s, r#"<circle cx="{x}" cy="{y}" r="3" fill="{}"/>"#, se.color);
+            let _ = write!(
+                s,
+                r#"<circle cx="{x}" cy="{y}" r="3" fill="{}"/>"#,
+                se.color
+            );
         }
         let ly_ = t + 10.0 + i as f64 * 20.0;
-        let _ = write!(s, r#"<line x1="{}" y1="{ly_}" x2="{}" y2="{ly_}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#, w - r + 12.0, w - r + 40.0, se.color, w - r + 46.0, ly_ + 4.0, se.name);
+        let _ = write!(
+            s,
+            r#"<line x1="{}" y1="{ly_}" x2="{}" y2="{ly_}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
+            w - r + 12.0,
+            w - r + 40.0,
+            se.color,
+            w - r + 46.0,
+            ly_ + 4.0,
+            se.name
+        );
     }
     s.push_str("</svg>\n");
     s
@@ -1395,31 +1764,83 @@ fn fmt_axis(ms_: f64) -> String {
 
 fn plots(r: &Value, out: &Path) -> Result<()> {
     let rows = r["latency"].as_array().cloned().unwrap_or_default();
-    let mut sizes: Vec<u64> = rows.iter().filter_map(|x| x["payload_bytes"].as_u64()).collect();
+    let mut sizes: Vec<u64> = rows
+        .iter()
+        .filter_map(|x| x["payload_bytes"].as_u64())
+        .collect();
     sizes.dedup();
     let mut series = Vec::new();
     for (i, size) in sizes.iter().enumerate() {
         let pick = |k: &str| -> Vec<(f64, f64)> {
             rows.iter()
                 .filter(|x| x["payload_bytes"].as_u64() == Some(*size))
-                .map(|x| (x["n"].as_f64().unwrap_or(0.0), x[k]["p99_ms"].as_f64().unwrap_or(0.0)))
+                .map(|x| {
+                    (
+                        x["n"].as_f64().unwrap_or(0.0),
+                        x[k]["p99_ms"].as_f64().unwrap_or(0.0),
+                    )
+                })
                 .collect()
         };
-        series.push(Series { name: format!("service {}", fmt_size(*size as usize)), color: COLORS[i % 6], dashed: false, points: pick("service_last") });
-        series.push(Series { name: format!("gRPC floor {}", fmt_size(*size as usize)), color: COLORS[i % 6], dashed: true, points: pick("grpc_floor_last") });
+        series.push(Series {
+            name: format!("service {}", fmt_size(*size as usize)),
+            color: COLORS[i % 6],
+            dashed: false,
+            points: pick("service_last"),
+        });
+        series.push(Series {
+            name: format!("gRPC floor {}", fmt_size(*size as usize)),
+            color: COLORS[i % 6],
+            dashed: true,
+            points: pick("grpc_floor_last"),
+        });
     }
-    std::fs::write(out.join("latency.svg"), line_chart("SET -> last client, p99", "client streams (N), each its own connection", "latency (log)", true, &series))?;
+    std::fs::write(
+        out.join("latency.svg"),
+        line_chart(
+            "SET -> last client, p99",
+            "client streams (N), each its own connection",
+            "latency (log)",
+            true,
+            &series,
+        ),
+    )?;
     let mut mem = Vec::new();
-    for (i, (key, name, field)) in [("service", "flagd-redis-sync", "service_rss_kb"), ("floor", "gRPC floor server", "floor_rss_kb")].iter().enumerate() {
+    for (i, (key, name, field)) in [
+        ("service", "flagd-redis-sync", "service_rss_kb"),
+        ("floor", "gRPC floor server", "floor_rss_kb"),
+    ]
+    .iter()
+    .enumerate()
+    {
         let pts: Vec<(f64, f64)> = r["memory"][key]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|p| p["streams"].as_u64().unwrap_or(0) > 0)
-            .map(|p| (p["streams"].as_f64().unwrap_or(0.0), p[field].as_f64().unwrap_or(0.0) / 1024.0))
+            .map(|p| {
+                (
+                    p["streams"].as_f64().unwrap_or(0.0),
+                    p[field].as_f64().unwrap_or(0.0) / 1024.0,
+                )
+            })
             .collect();
-        mem.push(Series { name: name.to_string(), color: COLORS[i], dashed: i == 1, points: pts });
+        mem.push(Series {
+            name: name.to_string(),
+            color: COLORS[i],
+            dashed: i == 1,
+            points: pts,
+        });
     }
-    std::fs::write(out.join("memory.svg"), line_chart("RSS with idle streams", "idle streams, each its own connection", "RSS (MB)", false, &mem))?;
+    std::fs::write(
+        out.join("memory.svg"),
+        line_chart(
+            "RSS with idle streams",
+            "idle streams, each its own connection",
+            "RSS (MB)",
+            false,
+            &mem,
+        ),
+    )?;
     Ok(())
 }
