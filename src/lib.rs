@@ -14,10 +14,12 @@
 //! - [`http`], [`status`], [`telemetry`]: health, readiness, metrics, logs.
 //! - [`app`]: start-up and shutdown.
 //! - [`tools`]: operator subcommands (`put`, `watch`, `healthcheck`).
+//! - [`doctor`]: production-readiness checks of the Redis (subcommand and at each connect).
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
+pub mod doctor;
 pub mod flags;
 pub mod grpc;
 pub mod http;

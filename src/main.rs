@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use flagd_redis_sync::config::{Cli, Command};
-use flagd_redis_sync::{app, telemetry, tools, validate};
+use flagd_redis_sync::{app, doctor, telemetry, tools, validate};
 use std::process::ExitCode;
 
 const EX_USAGE: u8 = 64;
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Some(Command::Put(args)) => return tools::put::main(args),
         Some(Command::Watch(args)) => return tools::watch::main(args),
         Some(Command::Healthcheck(args)) => return tools::healthcheck::main(args),
+        Some(Command::Doctor(args)) => return ExitCode::from(doctor::run_cli(args)),
         None => {}
     }
     let cfg = match cli.serve.to_config() {

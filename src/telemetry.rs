@@ -104,6 +104,8 @@ pub struct Metrics {
     pub polls: Counter<u64>,
     pub reconnects: Counter<u64>,
     pub redis_up: Gauge<i64>,
+    /// 1 for the level each doctor check found, 0 for its other levels.
+    pub doctor_findings: Gauge<i64>,
     pub document_bytes: Gauge<u64>,
     pub last_change: Gauge<f64>,
     pub propagation: Histogram<f64>,
@@ -154,6 +156,12 @@ impl Metrics {
             reconnects: meter
                 .u64_counter("flagd_redis_sync.redis.reconnects")
                 .with_description("Redis connection attempts after a failure or a lost connection")
+                .build(),
+            doctor_findings: meter
+                .i64_gauge("flagd_redis_sync.doctor.findings")
+                .with_description(
+                    "Redis production-readiness findings: 1 for the level (ok, skipped, warn, fail) of each check",
+                )
                 .build(),
             redis_up: meter
                 .i64_gauge("flagd_redis_sync.redis.up")
