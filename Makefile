@@ -53,7 +53,7 @@ BENCH_BIN := $(abspath $(or $(CARGO_TARGET_DIR),target))/release/flagd-redis-syn
 BENCH_BUILD := $(CARGO) build --release -p flagd-redis-sync --bin flagd-redis-sync -p integration --example bench
 
 .PHONY: bench
-bench: ## Full benchmark (about 10 min, quiet machine): rewrites docs/benchmarks.md and docs/bench/
+bench: ## Full benchmark (about 3 min, quiet machine): rewrites docs/benchmarks.md and docs/bench/
 	scripts/ensure-redis.sh
 	$(BENCH_BUILD)
 	FLAGD_REDIS_SYNC_BIN="$(BENCH_BIN)" $(CARGO) run -q --release -p integration --example bench
