@@ -4,6 +4,7 @@ mod cli;
 mod compat_python;
 mod core;
 mod deploy;
+mod doctor;
 mod observability;
 mod otlp;
 mod protocol;
