@@ -66,10 +66,21 @@ bench-quick: ## Fewer cases and rounds (under 3 min); writes target/bench-quick/
 		--quick --no-doc --out $(abspath $(or $(CARGO_TARGET_DIR),target))/bench-quick
 
 .PHONY: lint
-lint: ## cargo fmt --check, clippy with warnings as errors, bash -n on the scripts
+lint: ## cargo fmt --check, clippy with warnings as errors, bash -n on the scripts, cargo deny if installed
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	for f in scripts/*.sh .ci/run; do bash -n "$$f"; done
+	@if $(CARGO) deny --version >/dev/null 2>&1; then $(MAKE) --no-print-directory deny; \
+	else echo "cargo-deny not installed (cargo install --locked cargo-deny): make deny skipped"; fi
+
+.PHONY: deny
+deny: ## cargo deny (deny.toml): licences, banned crates, sources; advisories when the RustSec database can be fetched
+	$(CARGO) deny check licenses bans sources
+	@if $(CARGO) deny fetch >/dev/null 2>&1; then \
+		echo "$(CARGO) deny check advisories"; $(CARGO) deny check advisories; \
+	else \
+		echo "advisories NOT checked: the RustSec advisory database (GitHub) cannot be fetched from here"; \
+	fi
 
 .PHONY: fmt
 fmt: ## Format the code

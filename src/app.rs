@@ -18,13 +18,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tracing::{error, info, warn};
 
 /// The gRPC server's HTTP/2 keepalive: ping idle connections, drop dead ones.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Limits on what a client can make the gRPC server hold (the clients are not trusted).
+/// Requests are a selector and an id: a few hundred bytes.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// HTTP/2 header list (the selector, a token, user agents).
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Concurrent HTTP/2 streams on one connection (clients use one or two).
+const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// Unary calls (GetMetadata, FetchAllFlags) answer at once; SyncFlags is not affected
+/// (only the time to its response headers counts).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the service until `shutdown` resolves, then shuts down within the grace period.
 pub async fn run(
@@ -37,6 +49,16 @@ pub async fn run(
     let status = Arc::new(Status::default());
     let context = (!cfg.context.is_empty()).then(|| string_struct(&cfg.context));
     let hub = Arc::new(Hub::new(cfg.redis.key.clone(), context));
+
+    // Certificates and tokens first: a bad file fails before any port is open.
+    let tls = match &cfg.tls {
+        Some(files) => Some(Arc::new(crate::tls::ServerTls::load(files)?)),
+        None => None,
+    };
+    let auth = crate::auth::Auth(match &cfg.auth_token_file {
+        Some(path) => Some(Arc::new(crate::auth::Tokens::load(path.clone())?)),
+        None => None,
+    });
 
     // Bind everything first.
     let grpc_listener = TcpListener::bind(cfg.grpc_addr)
@@ -57,16 +79,13 @@ pub async fn run(
         Some(path) => Some(bind_unix(path).await?),
         None => None,
     };
-    let tls = match &cfg.tls {
-        Some((cert, key)) => {
-            let cert =
-                std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
-            let key =
-                std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
-            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-        }
-        None => None,
-    };
+    if cfg.redis.tls.insecure {
+        warn!(
+            redis = %cfg.redis,
+            "--redis-tls-insecure: the Redis server's certificate is NOT verified; anyone on the \
+             network path can pose as Redis and serve flags. Development only"
+        );
+    }
 
     let streams_stop = CancellationToken::new();
     let watcher_stop = CancellationToken::new();
@@ -119,41 +138,57 @@ pub async fn run(
         streams_stop.clone(),
         &cfg,
     );
-    let builder = || -> anyhow::Result<Server> {
-        let mut b = Server::builder()
+    let builder = || {
+        Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-        if let Some(tls) = &tls {
-            b = b.tls_config(tls.clone()).context("configuring gRPC TLS")?;
-        }
-        Ok(b)
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .timeout(REQUEST_TIMEOUT)
     };
+    // Everything but health is behind the token check (when --auth-token-file is set).
     let routes = |b: &mut Server| {
+        use server::legacy;
         b.add_service(health_service.clone())
-            .add_service(reflection.clone())
-            // SyncFlags without a per-stream copy of the document (src/zerocopy.rs); 4 MB
-            // is tonic's default request limit.
-            .add_service(crate::zerocopy::FlagdSync::new(svc.clone(), 4 * 1024 * 1024))
-            .add_service(
-                server::legacy::flag_sync_service_server::FlagSyncServiceServer::new(svc.clone()),
-            )
+            .add_service(InterceptedService::new(reflection.clone(), auth.clone()))
+            .add_service(InterceptedService::new(
+                // SyncFlags without a per-stream copy of the document (src/zerocopy.rs).
+                crate::zerocopy::FlagdSync::new(svc.clone(), MAX_REQUEST_BYTES),
+                auth.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                legacy::flag_sync_service_server::FlagSyncServiceServer::new(svc.clone())
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+                auth.clone(),
+            ))
     };
     let grpc_addr = grpc_listener.local_addr()?;
-    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let stop = streams_stop.clone();
-    let mut tcp_builder = builder()?;
-    let tcp_server = tokio::spawn(
-        routes(&mut tcp_builder)
-            .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
-    );
+    let mut tcp_builder = builder();
+    let tcp_server = match &tls {
+        // Handshakes done here, so that rotated certificates are picked up.
+        Some(tls) => {
+            let incoming = crate::tls::incoming(grpc_listener, tls.clone(), stop.clone());
+            tokio::spawn(
+                routes(&mut tcp_builder)
+                    .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
+            )
+        }
+        None => {
+            let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            tokio::spawn(
+                routes(&mut tcp_builder)
+                    .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
+            )
+        }
+    };
     let unix_server = match unix_listener {
         Some(listener) => {
             let stop = streams_stop.clone();
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            // TLS on a Unix socket would need a host name; the socket is local only.
-            let mut b = Server::builder()
-                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+            // No TLS on the Unix socket: it is local, and file permissions (0660) decide
+            // who may connect. The token check applies as on TCP.
+            let mut b = builder();
             Some(tokio::spawn(
                 routes(&mut b)
                     .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
@@ -166,6 +201,8 @@ pub async fn run(
     info!(
         grpc = %grpc_addr,
         tls = cfg.tls.is_some(),
+        mtls = cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        token_auth = cfg.auth_token_file.is_some(),
         socket = ?cfg.socket_path,
         redis = %cfg.redis,
         poll_seconds = cfg.poll_interval.as_secs(),

@@ -67,16 +67,42 @@ pub enum LogFormat {
 pub struct ServeArgs {
     /// Where the flags live: redis://[user:password@]host[:port][/db]?key=NAME, rediss://
     /// for TLS, or unix:///path/to/redis.sock?db=N&key=NAME. The key must hold a flagd
-    /// JSON document (a string).
+    /// JSON document (a string). Keep the password out of the URI (process lists show
+    /// it): use REDIS_PASSWORD or --redis-password-file.
     #[arg(long, env = "REDIS_URI", required = true, hide_env_values = true)]
     pub redis_uri: Option<String>,
+
+    /// File holding the Redis password (trailing newline ignored); replaces any password in
+    /// the URI. The REDIS_PASSWORD environment variable does the same (give only one).
+    #[arg(long, env = "REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that signed the Redis server's certificate (rediss:// only);
+    /// default: the system's trusted roots.
+    #[arg(long, env = "REDIS_CA_PATH")]
+    pub redis_ca_path: Option<PathBuf>,
+
+    /// PEM client certificate for Redis servers that require one (rediss:// only; needs
+    /// --redis-key-path). Read again at each reconnect.
+    #[arg(long, env = "REDIS_CERT_PATH", requires = "redis_key_path")]
+    pub redis_cert_path: Option<PathBuf>,
+
+    /// PEM private key for --redis-cert-path.
+    #[arg(long, env = "REDIS_KEY_PATH", requires = "redis_cert_path")]
+    pub redis_key_path: Option<PathBuf>,
+
+    /// DEVELOPMENT ONLY: accept any certificate from the Redis server (self-signed, expired,
+    /// another host's), so anyone on the network path can pose as Redis. Logged loudly.
+    #[arg(long, env = "REDIS_TLS_INSECURE")]
+    pub redis_tls_insecure: bool,
 
     /// Seconds between fallback polls of the key. Keyspace notifications push changes at
     /// once; the poll catches what Redis never notifies (FLUSHALL, restarts, resyncs).
     #[arg(long, env = "REDIS_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub redis_interval: u64,
 
-    /// Address the gRPC sync server binds to (0.0.0.0: every IPv4 interface).
+    /// Address the gRPC sync server and the management server bind to (0.0.0.0: every IPv4
+    /// interface; 127.0.0.1: this machine only; :: for IPv6).
     #[arg(long, env = "REDIS_SYNC_HOST", default_value = "0.0.0.0")]
     pub redis_sync_host: IpAddr,
 
@@ -88,9 +114,26 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_SYNC_CERT_PATH", requires = "redis_sync_key_path")]
     pub redis_sync_cert_path: Option<PathBuf>,
 
-    /// PEM private key for --redis-sync-cert-path.
+    /// PEM private key for --redis-sync-cert-path. Both files are read again when they
+    /// change (certificate rotation); open streams are not interrupted.
     #[arg(long, env = "REDIS_SYNC_KEY_PATH", requires = "redis_sync_cert_path")]
     pub redis_sync_key_path: Option<PathBuf>,
+
+    /// PEM CA certificate(s): require every gRPC client to present a certificate signed by
+    /// this CA (mutual TLS; needs --redis-sync-cert-path). Off by default: flagd's own gRPC
+    /// sync client cannot present one.
+    #[arg(
+        long,
+        env = "REDIS_SYNC_CLIENT_CA_PATH",
+        requires = "redis_sync_cert_path"
+    )]
+    pub redis_sync_client_ca_path: Option<PathBuf>,
+
+    /// File of bearer tokens, one per line: sync and reflection calls must send
+    /// `authorization: Bearer <token>` (flagd: the source's "headers"), else UNAUTHENTICATED.
+    /// gRPC health stays open. Read again when it changes.
+    #[arg(long, env = "REDIS_SYNC_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
 
     /// Also serve gRPC on this Unix socket (created mode 0660, removed on exit).
     #[arg(long, env = "REDIS_SYNC_SOCKET_PATH")]
@@ -178,7 +221,9 @@ pub struct Config {
     pub redis: RedisTarget,
     pub poll_interval: Duration,
     pub grpc_addr: std::net::SocketAddr,
-    pub tls: Option<(PathBuf, PathBuf)>,
+    pub tls: Option<crate::tls::ServerTlsFiles>,
+    /// `--auth-token-file`.
+    pub auth_token_file: Option<PathBuf>,
     pub socket_path: Option<PathBuf>,
     pub management_port: Option<u16>,
     pub documents: crate::flags::Options,
@@ -196,6 +241,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error("--redis-uri: {0}")]
     Uri(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("{flag}: cannot read {path}: {source}")]
     File {
         flag: &'static str,
@@ -206,24 +253,55 @@ pub enum ConfigError {
 
 impl ServeArgs {
     pub fn to_config(&self) -> Result<Config, ConfigError> {
+        self.to_config_with_env(|k| std::env::var(k).ok())
+    }
+
+    /// [`Self::to_config`] with the environment variables read outside clap
+    /// (`REDIS_PASSWORD`) taken from `env`.
+    pub fn to_config_with_env(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let uri = self
             .redis_uri
             .as_deref()
             .ok_or_else(|| ConfigError::Uri("required (or set REDIS_URI)".into()))?;
-        let redis = RedisTarget::parse(uri)?;
+        let mut redis = RedisTarget::parse(uri)?;
+        redis.tls = self.redis_tls(&redis)?;
+        match (&self.redis_password_file, env("REDIS_PASSWORD")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "REDIS_PASSWORD and --redis-password-file are both set: give only one".into(),
+                ))
+            }
+            (Some(path), None) => redis.password = Some(password_file(path)?),
+            (None, Some(pw)) if !pw.is_empty() => redis.password = Some(pw),
+            _ => {}
+        }
         let tls = match (&self.redis_sync_cert_path, &self.redis_sync_key_path) {
             (Some(c), Some(k)) => {
                 readable("--redis-sync-cert-path", c)?;
                 readable("--redis-sync-key-path", k)?;
-                Some((c.clone(), k.clone()))
+                if let Some(ca) = &self.redis_sync_client_ca_path {
+                    readable("--redis-sync-client-ca-path", ca)?;
+                }
+                Some(crate::tls::ServerTlsFiles {
+                    cert: c.clone(),
+                    key: k.clone(),
+                    client_ca: self.redis_sync_client_ca_path.clone(),
+                })
             }
             _ => None,
         };
+        if let Some(f) = &self.auth_token_file {
+            readable("--auth-token-file", f)?;
+        }
         Ok(Config {
             redis,
             poll_interval: Duration::from_secs(self.redis_interval),
             grpc_addr: std::net::SocketAddr::new(self.redis_sync_host, self.redis_sync_port),
             tls,
+            auth_token_file: self.auth_token_file.clone(),
             socket_path: self.redis_sync_socket_path.clone(),
             management_port: (self.management_port != 0).then_some(self.management_port),
             documents: crate::flags::Options {
@@ -243,6 +321,53 @@ impl ServeArgs {
     }
 }
 
+impl ServeArgs {
+    /// The Redis TLS options, which only a rediss:// URI may use.
+    fn redis_tls(&self, target: &RedisTarget) -> Result<RedisTls, ConfigError> {
+        let tls = RedisTls {
+            ca: self.redis_ca_path.clone(),
+            client: self
+                .redis_cert_path
+                .clone()
+                .zip(self.redis_key_path.clone()),
+            insecure: self.redis_tls_insecure,
+        };
+        let is_tls = matches!(target.addr, RedisAddr::Tcp { tls: true, .. });
+        if !is_tls && tls != RedisTls::default() {
+            return Err(ConfigError::Invalid(
+                "--redis-ca-path, --redis-cert-path, --redis-key-path and --redis-tls-insecure \
+                 need a rediss:// URI (TLS)"
+                    .into(),
+            ));
+        }
+        if let Some(ca) = &tls.ca {
+            readable("--redis-ca-path", ca)?;
+        }
+        if let Some((cert, key)) = &tls.client {
+            readable("--redis-cert-path", cert)?;
+            readable("--redis-key-path", key)?;
+        }
+        Ok(tls)
+    }
+}
+
+/// The password in a `--redis-password-file`, without its trailing newline.
+fn password_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+        flag: "--redis-password-file",
+        path: path.display().to_string(),
+        source,
+    })?;
+    let pw = text.trim_end_matches(['\n', '\r']);
+    if pw.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "--redis-password-file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(pw.to_string())
+}
+
 fn readable(flag: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
     std::fs::File::open(path)
         .map(drop)
@@ -260,6 +385,17 @@ pub enum RedisAddr {
     Unix(PathBuf),
 }
 
+/// TLS settings for a rediss:// target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// CA certificate(s) to trust instead of the system roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (mutual TLS).
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// Accept any server certificate (development only).
+    pub insecure: bool,
+}
+
 /// A parsed `--redis-uri`. `Debug` and `Display` never show the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisTarget {
@@ -269,6 +405,9 @@ pub struct RedisTarget {
     pub password: Option<String>,
     /// The key holding the flag document.
     pub key: String,
+    /// rediss:// only: `--redis-ca-path`, `--redis-cert-path`/`--redis-key-path`,
+    /// `--redis-tls-insecure`.
+    pub tls: RedisTls,
 }
 
 impl fmt::Debug for RedisTarget {
@@ -421,6 +560,7 @@ impl RedisTarget {
             username,
             password,
             key,
+            tls: RedisTls::default(),
         })
     }
 
@@ -446,7 +586,7 @@ impl RedisTarget {
             } => redis::ConnectionAddr::TcpTls {
                 host: host.clone(),
                 port: *port,
-                insecure: false,
+                insecure: self.tls.insecure,
                 tls_params: None,
             },
             RedisAddr::Unix(p) => redis::ConnectionAddr::Unix(p.clone()),
@@ -461,6 +601,79 @@ impl RedisTarget {
             settings = settings.set_password(p);
         }
         Ok(addr.into_connection_info()?.set_redis_settings(settings))
+    }
+
+    /// What usually causes a connection error, for the message (empty if nothing useful).
+    pub fn connect_hint(&self, e: &redis::RedisError, timeout: Duration) -> String {
+        let text = e.to_string();
+        let RedisAddr::Tcp { host, port, tls } = &self.addr else {
+            return String::new();
+        };
+        let has = |s: &str| text.contains(s);
+        if *tls {
+            if e.is_timeout() || has("InvalidContentType") || has("corrupt message") {
+                return format!(
+                    " (rediss://: no TLS answer from {host}:{port} within {timeout:?}; is it \
+                     Redis's TLS port (--tls-port)? A plain port needs redis://)"
+                );
+            }
+            if has("UnknownIssuer") {
+                return " (the Redis server's certificate is not signed by a CA this service \
+                         trusts: give its CA with --redis-ca-path)"
+                    .into();
+            }
+            if has("NotValidForName") || has("not valid for name") {
+                return format!(
+                    " (the Redis server's certificate does not name {host}: connect with a host \
+                     name the certificate holds)"
+                );
+            }
+            if has("CertificateRequired") || has("certificate required") {
+                return " (the Redis server requires a client certificate: give \
+                         --redis-cert-path and --redis-key-path)"
+                    .into();
+            }
+        } else if e.is_connection_dropped() || has("reset") || has("broken pipe") {
+            return format!(" (if {host}:{port} is Redis's TLS port, use rediss://)");
+        }
+        String::new()
+    }
+
+    /// A redis-rs client for the target, with the CA and client certificate files read now
+    /// (so a rotated client certificate is used from the next connection on).
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        let info = self.connection_info()?;
+        let is_tls = matches!(self.addr, RedisAddr::Tcp { tls: true, .. });
+        if !is_tls || (self.tls.ca.is_none() && self.tls.client.is_none()) {
+            return redis::Client::open(info);
+        }
+        let read = |flag: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "cannot read a TLS file",
+                    format!("{flag} {}: {e}", path.display()),
+                ))
+            })
+        };
+        let client_tls = match &self.tls.client {
+            Some((cert, key)) => Some(redis::ClientTlsConfig {
+                client_cert: read("--redis-cert-path", cert)?,
+                client_key: read("--redis-key-path", key)?,
+            }),
+            None => None,
+        };
+        let root_cert = match &self.tls.ca {
+            Some(ca) => Some(read("--redis-ca-path", ca)?),
+            None => None,
+        };
+        redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
     }
 }
 
@@ -572,6 +785,75 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    fn config_with(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from([&["x"], args].concat()).unwrap();
+        cli.serve.to_config_with_env(|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn passwords_from_the_environment_or_a_file_replace_the_uri_one() {
+        let uri = ["--redis-uri", "redis://u:in-uri@h/0?key=f"];
+        let c = config_with(&uri, &[("REDIS_PASSWORD", "from-env")]).unwrap();
+        assert_eq!(c.redis.password.as_deref(), Some("from-env"));
+        assert_eq!(c.redis.username.as_deref(), Some("u"));
+
+        let dir = std::env::temp_dir().join(format!("cfg-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let f = file.to_str().unwrap();
+        let c = config_with(&[&uri[..], &["--redis-password-file", f]].concat(), &[]).unwrap();
+        assert_eq!(c.redis.password.as_deref(), Some("from-file"));
+        assert!(!format!("{:?}", c.redis).contains("from-file"));
+
+        let both = config_with(
+            &[&uri[..], &["--redis-password-file", f]].concat(),
+            &[("REDIS_PASSWORD", "from-env")],
+        );
+        assert!(matches!(both, Err(ConfigError::Invalid(m)) if m.contains("only one")));
+        std::fs::write(&file, "\n").unwrap();
+        let empty = config_with(&[&uri[..], &["--redis-password-file", f]].concat(), &[]);
+        assert!(matches!(empty, Err(ConfigError::Invalid(m)) if m.contains("empty")));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn redis_tls_options_need_rediss() {
+        let err = config_with(
+            &["--redis-uri", "redis://h/0?key=f", "--redis-tls-insecure"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("rediss://"), "{err}");
+        let c = config_with(
+            &["--redis-uri", "rediss://h/0?key=f", "--redis-tls-insecure"],
+            &[],
+        )
+        .unwrap();
+        assert!(c.redis.tls.insecure);
+        let info = c.redis.connection_info().unwrap();
+        assert!(matches!(
+            info.addr(),
+            redis::ConnectionAddr::TcpTls { insecure: true, .. }
+        ));
+        // A missing CA file is a start-up error naming the flag.
+        let err = config_with(
+            &[
+                "--redis-uri",
+                "rediss://h/0?key=f",
+                "--redis-ca-path",
+                "/nonexistent/ca.pem",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--redis-ca-path"), "{err}");
     }
 }
 

@@ -13,22 +13,27 @@
 //! - [`grpc`]: `flagd.sync.v1` and legacy `sync.v1` services.
 //! - [`http`], [`status`], [`telemetry`]: health, readiness, metrics, logs.
 //! - [`app`]: start-up and shutdown.
+//! - [`tls`], [`auth`], [`reload`]: gRPC TLS (certificates reloaded, optional client CA),
+//!   bearer tokens, files watched for changes.
 //! - [`tools`]: operator subcommands (`put`, `watch`, `healthcheck`).
 //! - [`doctor`]: production-readiness checks of the Redis (subcommand and at each connect).
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod doctor;
 pub mod flags;
 pub mod grpc;
 pub mod http;
 pub mod hub;
+pub mod reload;
 pub mod selector;
 pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod tools;
 pub mod validate;
 pub mod wire;

@@ -67,6 +67,12 @@ impl Timing {
 enum SessionError {
     #[error("{0}")]
     Redis(#[from] redis::RedisError),
+    /// Connecting failed; `hint` says what the usual cause is (TLS to a plain port…).
+    #[error("{source}{hint}")]
+    Connect {
+        source: redis::RedisError,
+        hint: String,
+    },
     #[error("connection lost")]
     Disconnected,
     #[error("no reply to PING within {0:?}")]
@@ -153,7 +159,11 @@ impl Watcher {
         let client = self.target.client()?;
         let mut con = client
             .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+            .await
+            .map_err(|source| SessionError::Connect {
+                hint: self.target.connect_hint(&source, self.timing.timeout),
+                source,
+            })?;
 
         let mut trigger = notify::ensure(&mut con, &self.timing, &mut self.config_warned).await;
         let channel = self.target.keyspace_channel();

@@ -8,4 +8,5 @@ mod doctor;
 mod observability;
 mod otlp;
 mod protocol;
+mod security;
 mod tools;
