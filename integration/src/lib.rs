@@ -260,9 +260,36 @@ impl Service {
         Err(last.expect("tried"))
     }
 
+    /// Starts the binary on given ports (e.g. a restart where the previous one listened),
+    /// retrying a few times while a port is still held by the process that had it.
+    pub async fn start_on_ports(
+        redis_uri: &str,
+        grpc_port: u16,
+        mgmt_port: u16,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::try_start_on(redis_uri, extra, &[], (grpc_port, mgmt_port)).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(last.expect("tried"))
+    }
+
     async fn try_start(redis_uri: &str, extra: &[&str], envs: &[(&str, &str)]) -> Result<Self> {
+        Self::try_start_on(redis_uri, extra, envs, (free_port(), free_port())).await
+    }
+
+    async fn try_start_on(
+        redis_uri: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        (grpc_port, mgmt_port): (u16, u16),
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (grpc_port, mgmt_port) = (free_port(), free_port());
         let log = std::fs::File::create(dir.path().join("service.log"))?;
         let child = Command::new(binary())
             .args(["--redis-uri", redis_uri])

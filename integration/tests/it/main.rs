@@ -1,7 +1,9 @@
 //! End-to-end tests: one test binary, one module per concern (see integration/src/lib.rs).
 
 mod cli;
+mod compat_node;
 mod compat_python;
+mod compat_testbed;
 mod core;
 mod deploy;
 mod doctor;
