@@ -502,7 +502,8 @@ fn an_acl_user_without_subscribe() {
 
 #[tokio::test]
 async fn a_replica_then_its_master_gone() {
-    let master = production(&[]);
+    // No 5 s wait for more replicas before a diskless full sync.
+    let master = production(&["--repl-diskless-sync-delay", "0"]);
     set_flags(&master, &[]);
     let master_port = master.port.to_string();
     let replica = production(&["--replicaof", "127.0.0.1", &master_port, "--masterauth", PW]);
