@@ -22,8 +22,12 @@ so even a hang inside the provider or the gRPC library ends the script). Diagnos
 
 Usage: provider_check.py --port PORT [--host H] [--selector S] [--timeout SECONDS]
                          [--deadline-ms MS] [--stream-deadline-ms MS]
-                         [--retry-backoff-max-ms MS] TYPE:FLAG [TYPE:FLAG ...]
-where TYPE is bool, string, int, float or object.
+                         [--retry-backoff-max-ms MS] [--tls [--cert-path CA_PEM]]
+                         [--default-authority NAME] TYPE:FLAG [TYPE:FLAG ...]
+where TYPE is bool, string, int, float or object. A Unix socket is reached with
+--host unix:///path/to/sock --port N (gRPC dials "unix:///path/to/sock:N", so the socket's
+file name must end in ":N") and --default-authority localhost (gRPC would otherwise send
+the socket path as :authority, which HTTP/2 servers built on h2 refuse).
 """
 
 import argparse
@@ -77,6 +81,9 @@ def main() -> None:
         default=None,
         help="the provider's wait before reopening an ended stream (default: 5000)",
     )
+    ap.add_argument("--tls", action="store_true", help="connect with TLS")
+    ap.add_argument("--cert-path", default=None, help="PEM CA to verify the server with")
+    ap.add_argument("--default-authority", default=None, help="the :authority to send")
     ap.add_argument("flags", nargs="+", metavar="TYPE:FLAG")
     args = ap.parse_args()
 
@@ -120,6 +127,9 @@ def main() -> None:
         deadline_ms=args.deadline_ms,
         stream_deadline_ms=args.stream_deadline_ms,
         retry_backoff_max_ms=args.retry_backoff_max_ms,
+        tls=args.tls,
+        cert_path=args.cert_path,
+        default_authority=args.default_authority,
     )
     try:
         api.set_provider_and_wait(provider)

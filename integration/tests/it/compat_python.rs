@@ -503,3 +503,85 @@ async fn the_python_provider_recycles_its_stream_and_still_follows_changes() {
     );
     py.finish().await;
 }
+
+/// TLS as an operator sets it up for the provider (`tls`, `cert_path` with a private CA),
+/// against the service's own TLS (security.rs makes the certificates).
+#[tokio::test]
+async fn the_python_provider_connects_over_tls() {
+    venv_python();
+    let pki = crate::security::Pki::new("python CA");
+    let server = pki.server("grpc");
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "tls")).unwrap();
+    let svc = Service::start(
+        &redis.uri("flags"),
+        &[
+            "--redis-sync-cert-path",
+            server.cert(),
+            "--redis-sync-key-path",
+            server.key(),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut py = ProviderCheck::start(
+        &svc,
+        None,
+        &["--host", "localhost", "--tls", "--cert-path", pki.ca()],
+        &["string:f"],
+    );
+    assert_eq!(
+        py.ready().await,
+        json!({"f": eval(json!("tls"), "v", "STATIC")})
+    );
+    redis.set("flags", &doc("f", "tls-2")).unwrap();
+    assert_eq!(
+        py.changed().await["flags"],
+        json!({"f": eval(json!("tls-2"), "v", "STATIC")})
+    );
+    py.finish().await;
+}
+
+/// The Unix socket, alone in use: the provider dials `unix:///dir/sync.sock:8015` (its
+/// host and port joined) with `default_authority` localhost (see provider_check.py).
+#[tokio::test]
+async fn the_python_provider_connects_over_the_unix_socket() {
+    venv_python();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("sync.sock");
+    let socket = format!("{}:8015", base.display());
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "sock")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &["--redis-sync-socket-path", &socket])
+        .await
+        .unwrap();
+    let host = format!("unix://{}", base.display());
+    let mut py = ProviderCheck::start(
+        &svc,
+        None,
+        &[
+            "--host",
+            &host,
+            "--port",
+            "8015",
+            "--default-authority",
+            "localhost",
+        ],
+        &["string:f"],
+    );
+    assert_eq!(
+        py.ready().await,
+        json!({"f": eval(json!("sock"), "v", "STATIC")})
+    );
+    redis.set("flags", &doc("f", "sock-2")).unwrap();
+    assert_eq!(
+        py.changed().await["flags"],
+        json!({"f": eval(json!("sock-2"), "v", "STATIC")})
+    );
+    // One open stream: the provider's, over the socket.
+    assert_eq!(
+        metric(&svc, "feature_flag_flagd_sync_active_streams").await,
+        1.0
+    );
+    py.finish().await;
+}

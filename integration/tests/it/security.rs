@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// A certificate authority writing its certificates into a temp dir.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: CertifiedIssuer<'static, KeyPair>,
     ca_file: String,
@@ -32,17 +32,17 @@ enum Use {
 }
 
 /// A certificate and key written as PEM files.
-struct Leaf {
+pub(crate) struct Leaf {
     cert: PathBuf,
     key: PathBuf,
     der: Vec<u8>,
 }
 
 impl Leaf {
-    fn cert(&self) -> &str {
+    pub(crate) fn cert(&self) -> &str {
         self.cert.to_str().unwrap()
     }
-    fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         self.key.to_str().unwrap()
     }
     fn identity(&self) -> Identity {
@@ -54,7 +54,7 @@ impl Leaf {
 }
 
 impl Pki {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -75,7 +75,7 @@ impl Pki {
         self.dir.path().join("ca.pem")
     }
 
-    fn ca(&self) -> &str {
+    pub(crate) fn ca(&self) -> &str {
         &self.ca_file
     }
 
@@ -115,7 +115,7 @@ impl Pki {
         leaf
     }
 
-    fn server(&self, file: &str) -> Leaf {
+    pub(crate) fn server(&self, file: &str) -> Leaf {
         self.leaf(file, &["localhost", "127.0.0.1"], Use::Server, false)
     }
 }
