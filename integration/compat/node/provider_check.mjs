@@ -19,7 +19,8 @@
 // unref'd by nothing, so even a hung provider ends the script). Diagnostics go to stderr.
 //
 // Usage: node provider_check.mjs --port PORT [--host H] [--selector S] [--timeout SECONDS]
-//            [--deadline-ms MS] [--retry-backoff-max-ms MS] TYPE:FLAG [TYPE:FLAG ...]
+//            [--deadline-ms MS] [--retry-backoff-max-ms MS] [--tls [--cert-path CA_PEM]]
+//            [--socket-path PATH] [--default-authority NAME] TYPE:FLAG [TYPE:FLAG ...]
 // where TYPE is bool, string, number or object.
 
 import { OpenFeature, ProviderEvents } from '@openfeature/server-sdk';
@@ -44,10 +45,15 @@ function parseArgs(argv) {
     '--timeout': 'timeout',
     '--deadline-ms': 'deadlineMs',
     '--retry-backoff-max-ms': 'retryBackoffMaxMs',
+    '--cert-path': 'certPath',
+    '--socket-path': 'socketPath',
+    '--default-authority': 'defaultAuthority',
   };
   for (let i = 0; i < argv.length; i++) {
     const name = names[argv[i]];
-    if (name) {
+    if (argv[i] === '--tls') {
+      args.tls = true;
+    } else if (name) {
       if (i + 1 >= argv.length) fail(`${argv[i]} needs a value`, 2);
       args[name] = argv[++i];
     } else if (argv[i].startsWith('--')) {
@@ -79,8 +85,11 @@ const options = {
   resolverType: 'in-process',
   host: args.host,
   port: Number(args.port),
-  tls: false,
+  tls: args.tls === true,
 };
+if (args.certPath !== undefined) options.certPath = args.certPath;
+if (args.socketPath !== undefined) options.socketPath = args.socketPath;
+if (args.defaultAuthority !== undefined) options.defaultAuthority = args.defaultAuthority;
 if (args.selector !== undefined) options.selector = args.selector;
 if (args.deadlineMs !== undefined) options.deadlineMs = Number(args.deadlineMs);
 if (args.retryBackoffMaxMs !== undefined) options.retryBackoffMaxMs = Number(args.retryBackoffMaxMs);

@@ -223,6 +223,11 @@ struct ProviderCheck {
 impl ProviderCheck {
     /// Starts the script against gRPC port `port`. `flags` are `TYPE:FLAG`.
     fn start(port: u16, selector: Option<&str>, flags: &[&str]) -> Self {
+        Self::start_with(port, selector, &[], flags)
+    }
+
+    /// [`Self::start`] with more options for the script (`--tls`, `--socket-path`…).
+    fn start_with(port: u16, selector: Option<&str>, extra: &[&str], flags: &[&str]) -> Self {
         let node_dir = node_dir();
         let dir = tempfile::tempdir().expect("tempdir");
         let stderr = File::create(dir.path().join("stderr.log")).expect("stderr log");
@@ -237,6 +242,7 @@ impl ProviderCheck {
         if let Some(s) = selector {
             cmd.args(["--selector", s]);
         }
+        cmd.args(extra);
         // The provider reads FLAGD_* for anything not passed: none may leak in.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("FLAGD_") {
@@ -544,5 +550,61 @@ async fn the_node_provider_reconnects_after_a_sigterm_restart() {
     assert_eq!(node.reconnected().await, string_flag("two"));
     redis.set("flags", &doc("f", "three")).unwrap();
     assert_eq!(node.changed().await["flags"], string_flag("three"));
+    node.finish().await;
+}
+
+/// TLS as an operator sets it up for the provider (`tls`, `certPath` with a private CA),
+/// against the service's own TLS (security.rs makes the certificates).
+#[tokio::test]
+async fn the_node_provider_connects_over_tls() {
+    node_dir();
+    let pki = crate::security::Pki::new("node CA");
+    let server = pki.server("grpc");
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "tls")).unwrap();
+    let svc = Service::start(
+        &redis.uri("flags"),
+        &[
+            "--redis-sync-cert-path",
+            server.cert(),
+            "--redis-sync-key-path",
+            server.key(),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut node = ProviderCheck::start_with(
+        svc.grpc_port,
+        None,
+        &["--host", "localhost", "--tls", "--cert-path", pki.ca()],
+        &["string:f"],
+    );
+    assert_eq!(node.ready().await, string_flag("tls"));
+    redis.set("flags", &doc("f", "tls-2")).unwrap();
+    assert_eq!(node.changed().await["flags"], string_flag("tls-2"));
+    node.finish().await;
+}
+
+/// The provider's own Unix socket option (`socketPath`).
+#[tokio::test]
+async fn the_node_provider_connects_over_the_unix_socket() {
+    node_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sync.sock");
+    let socket = socket.to_str().unwrap();
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "sock")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &["--redis-sync-socket-path", socket])
+        .await
+        .unwrap();
+    let mut node = ProviderCheck::start_with(
+        svc.grpc_port,
+        None,
+        &["--socket-path", socket],
+        &["string:f"],
+    );
+    assert_eq!(node.ready().await, string_flag("sock"));
+    redis.set("flags", &doc("f", "sock-2")).unwrap();
+    assert_eq!(node.changed().await["flags"], string_flag("sock-2"));
     node.finish().await;
 }
