@@ -7,7 +7,7 @@
 //! 2 the file cannot be read; 3 Redis failed (unreachable, authentication, NOPERM);
 //! 64 bad command line (`--redis-uri`).
 
-use crate::config::RedisTarget;
+use crate::config::{RedisAddr, RedisTarget, RedisTls};
 use crate::flags::{self, Digest};
 use clap::Args;
 use std::io::Read;
@@ -27,6 +27,34 @@ pub struct PutArgs {
     /// rediss:// or unix:///path?key=NAME.
     #[arg(long, env = "REDIS_URI", hide_env_values = true)]
     pub redis_uri: String,
+
+    /// File holding the Redis password (trailing newline ignored); replaces any password in
+    /// the URI. The REDIS_PASSWORD environment variable does the same (give only one).
+    #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s) that signed the Redis server's certificate (rediss:// only);
+    /// default: the system's trusted roots.
+    #[arg(long, env = "REDIS_CA_PATH", value_name = "FILE")]
+    pub redis_ca_path: Option<PathBuf>,
+
+    /// PEM client certificate for Redis servers that require one (rediss:// only).
+    #[arg(
+        long,
+        env = "REDIS_CERT_PATH",
+        value_name = "FILE",
+        requires = "redis_key_path"
+    )]
+    pub redis_cert_path: Option<PathBuf>,
+
+    /// PEM private key for --redis-cert-path.
+    #[arg(
+        long,
+        env = "REDIS_KEY_PATH",
+        value_name = "FILE",
+        requires = "redis_cert_path"
+    )]
+    pub redis_key_path: Option<PathBuf>,
 
     /// The flag document (`-` reads standard input).
     pub file: PathBuf,
@@ -90,8 +118,51 @@ pub fn main(args: &PutArgs) -> ExitCode {
     })
 }
 
+/// The Redis target with credentials and TLS files as the service takes them.
+fn target(args: &PutArgs, env: impl Fn(&str) -> Option<String>) -> Result<RedisTarget, String> {
+    let mut target = RedisTarget::parse(&args.redis_uri).map_err(|e| e.to_string())?;
+    match (
+        &args.redis_password_file,
+        env("REDIS_PASSWORD").filter(|p| !p.is_empty()),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "REDIS_PASSWORD and --redis-password-file are both set: give only one".into(),
+            )
+        }
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--redis-password-file {}: {e}", path.display()))?;
+            let pw = text.trim_end_matches(['\n', '\r']);
+            if pw.is_empty() {
+                return Err(format!("--redis-password-file {} is empty", path.display()));
+            }
+            target.password = Some(pw.to_string());
+        }
+        (None, Some(pw)) => target.password = Some(pw),
+        (None, None) => {}
+    }
+    let tls = RedisTls {
+        ca: args.redis_ca_path.clone(),
+        client: args
+            .redis_cert_path
+            .clone()
+            .zip(args.redis_key_path.clone()),
+        insecure: false,
+    };
+    let is_tls = matches!(target.addr, RedisAddr::Tcp { tls: true, .. });
+    if !is_tls && tls != RedisTls::default() {
+        return Err(
+            "--redis-ca-path, --redis-cert-path and --redis-key-path need a rediss:// URI (TLS)"
+                .into(),
+        );
+    }
+    target.tls = tls;
+    Ok(target)
+}
+
 async fn run(args: &PutArgs) -> Result<String, PutError> {
-    let target = RedisTarget::parse(&args.redis_uri).map_err(|e| PutError::Usage(e.to_string()))?;
+    let target = target(args, |k| std::env::var(k).ok()).map_err(PutError::Usage)?;
     if let Some(want) = &args.if_digest {
         check_digest_arg(want).map_err(PutError::Usage)?;
     }
@@ -113,8 +184,8 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
 
     let timeout = Duration::from_secs(args.redis_timeout);
     let redis_err = |e: redis::RedisError| PutError::Redis(format!("redis {target}: {e}"));
-    let client =
-        redis::Client::open(target.connection_info().map_err(redis_err)?).map_err(redis_err)?;
+    // As the service connects: RESP3, the CA and client certificate files read now.
+    let client = target.client().map_err(redis_err)?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));

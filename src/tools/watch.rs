@@ -4,7 +4,8 @@
 //! `--json` prints JSON lines; `--count N` exits after N documents.
 //!
 //! Exit codes: 0 after `--count` documents; 1 when the stream cannot be opened or ends
-//! (the status is printed: a live stream only ever ends with an error); 64 bad target.
+//! (the status is printed: a live stream only ever ends with an error); 64 bad target or
+//! unreadable `--ca-path` / `--token-file`.
 
 use crate::flags::Digest;
 use crate::wire::client::flagd::flag_sync_service_client::FlagSyncServiceClient;
@@ -13,12 +14,26 @@ use clap::Args;
 use serde_json::Value;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
-    /// The sync server: HOST:PORT (e.g. localhost:8016) or http://HOST:PORT.
+    /// The sync server: HOST:PORT (e.g. localhost:8016), http://HOST:PORT, or
+    /// https://HOST:PORT for TLS (with --ca-path).
     pub target: String,
+
+    /// PEM CA certificate(s) to verify the server's certificate with; turns TLS on.
+    #[arg(long, value_name = "FILE")]
+    pub ca_path: Option<std::path::PathBuf>,
+
+    /// Name to verify the server's certificate against (default: the target's host).
+    #[arg(long, value_name = "NAME", requires = "ca_path")]
+    pub tls_server_name: Option<String>,
+
+    /// File holding a bearer token (first line), sent as `authorization: Bearer <token>`
+    /// to a service started with --auth-token-file.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 
     /// Selector (`flagSetId=ID`, `source=KEY`, or a bare KEY), sent as flagd's clients do:
     /// in the `flagd-selector` header and in the request body.
@@ -89,18 +104,33 @@ impl Received {
     }
 }
 
-/// The URI to connect to: `HOST:PORT` gets `http://`.
-pub fn endpoint_uri(target: &str) -> Result<String, String> {
+/// The URI to connect to: `HOST:PORT` gets `http://`, or `https://` with `tls`.
+pub fn endpoint_uri(target: &str, tls: bool) -> Result<String, String> {
     let uri = if target.contains("://") {
         target.to_string()
+    } else if tls {
+        format!("https://{target}")
     } else {
         format!("http://{target}")
     };
     let parsed = url::Url::parse(&uri).map_err(|e| format!("target {target:?}: {e}"))?;
-    if parsed.scheme() != "http" {
-        return Err(format!(
-            "target {target:?}: use HOST:PORT or http://HOST:PORT (TLS is not supported by watch yet)"
-        ));
+    match (parsed.scheme(), tls) {
+        ("http", false) | ("https", true) => {}
+        ("https", false) => {
+            return Err(format!(
+                "target {target:?}: https:// needs --ca-path (the CA that signed the server's certificate)"
+            ))
+        }
+        ("http", true) => {
+            return Err(format!(
+                "target {target:?}: --ca-path turns TLS on; use HOST:PORT or https://"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "target {target:?}: use HOST:PORT, http://HOST:PORT or https://HOST:PORT"
+            ))
+        }
     }
     if parsed.host_str().is_none_or(str::is_empty) || parsed.port().is_none() {
         return Err(format!(
@@ -114,18 +144,47 @@ pub fn main(args: &WatchArgs) -> ExitCode {
     super::block_on("watch", run(args))
 }
 
-async fn run(args: &WatchArgs) -> ExitCode {
-    let uri = match endpoint_uri(&args.target) {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("flagd-redis-sync watch: {e}");
-            return ExitCode::from(super::EX_USAGE);
+/// The endpoint (with TLS when asked) and the token, or a usage error.
+fn prepare(args: &WatchArgs) -> Result<(Endpoint, Option<String>), String> {
+    let uri = endpoint_uri(&args.target, args.ca_path.is_some())?;
+    let mut endpoint = Endpoint::from_shared(uri.clone())
+        .map_err(|e| format!("target {:?}: {e}", args.target))?
+        .connect_timeout(Duration::from_secs(args.connect_timeout));
+    if let Some(ca) = &args.ca_path {
+        let pem = std::fs::read(ca)
+            .map_err(|e| format!("--ca-path {}: cannot read: {e}", ca.display()))?;
+        let host = url::Url::parse(&uri)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+            .unwrap_or_default();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(pem))
+            .domain_name(args.tls_server_name.clone().unwrap_or(host));
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("--ca-path {}: {}", ca.display(), error_chain(&e)))?;
+    }
+    let token = match &args.token_file {
+        None => None,
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("--token-file {}: cannot read: {e}", f.display()))?;
+            let token = text.lines().map(str::trim).find(|l| !l.is_empty());
+            Some(
+                token
+                    .ok_or_else(|| format!("--token-file {}: empty", f.display()))?
+                    .to_string(),
+            )
         }
     };
-    let endpoint = match Endpoint::from_shared(uri) {
-        Ok(e) => e.connect_timeout(Duration::from_secs(args.connect_timeout)),
+    Ok((endpoint, token))
+}
+
+async fn run(args: &WatchArgs) -> ExitCode {
+    let (endpoint, token) = match prepare(args) {
+        Ok(p) => p,
         Err(e) => {
-            eprintln!("flagd-redis-sync watch: target {:?}: {e}", args.target);
+            eprintln!("flagd-redis-sync watch: {e}");
             return ExitCode::from(super::EX_USAGE);
         }
     };
@@ -140,6 +199,17 @@ async fn run(args: &WatchArgs) -> ExitCode {
         provider_id: args.provider_id.clone(),
         selector: args.selector.clone(),
     });
+    if let Some(token) = token {
+        match format!("Bearer {token}").parse() {
+            Ok(v) => {
+                request.metadata_mut().insert("authorization", v);
+            }
+            Err(_) => {
+                eprintln!("flagd-redis-sync watch: the token must be printable ASCII");
+                return ExitCode::from(super::EX_USAGE);
+            }
+        }
+    }
     if !args.selector.is_empty() {
         match args.selector.parse() {
             Ok(v) => {
@@ -224,17 +294,32 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(
-            endpoint_uri("localhost:8016").unwrap(),
+            endpoint_uri("localhost:8016", false).unwrap(),
             "http://localhost:8016"
         );
         assert_eq!(
-            endpoint_uri("http://10.0.0.1:9").unwrap(),
+            endpoint_uri("http://10.0.0.1:9", false).unwrap(),
             "http://10.0.0.1:9"
         );
-        assert_eq!(endpoint_uri("[::1]:8016").unwrap(), "http://[::1]:8016");
-        assert!(endpoint_uri("localhost").unwrap_err().contains("HOST:PORT"));
-        assert!(endpoint_uri("https://h:1").unwrap_err().contains("TLS"));
-        assert!(endpoint_uri("").is_err());
+        assert_eq!(
+            endpoint_uri("[::1]:8016", false).unwrap(),
+            "http://[::1]:8016"
+        );
+        assert_eq!(
+            endpoint_uri("sync:8016", true).unwrap(),
+            "https://sync:8016"
+        );
+        assert!(endpoint_uri("localhost", false)
+            .unwrap_err()
+            .contains("HOST:PORT"));
+        assert!(endpoint_uri("https://h:1", false)
+            .unwrap_err()
+            .contains("--ca-path"));
+        assert!(endpoint_uri("http://h:1", true)
+            .unwrap_err()
+            .contains("turns TLS on"));
+        assert!(endpoint_uri("ftp://h:1", false).is_err());
+        assert!(endpoint_uri("", false).is_err());
     }
 
     #[test]

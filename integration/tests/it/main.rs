@@ -12,3 +12,4 @@ mod otlp;
 mod protocol;
 mod security;
 mod tools;
+mod tools_tls;

@@ -578,3 +578,67 @@ async fn validate_exit_codes() {
     let out = run(&["validate"]).await;
     assert_eq!(out.code, 64, "{}", out.all());
 }
+
+#[tokio::test]
+async fn put_takes_the_password_and_tls_files_like_the_service() {
+    let redis = RedisServer::start_with(&["--requirepass", "pw-from-env"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "flags.json", &doc("f", "one"));
+    let pw_file = file(&dir, "pw", "pw-from-env\n");
+    let empty = file(&dir, "empty", "\n");
+    let uri = redis.uri("flags");
+
+    let out = command(&["put", "--redis-uri", &uri, &path])
+        .env("REDIS_PASSWORD", "pw-from-env")
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await.unwrap().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&[
+        "put",
+        "--redis-uri",
+        &uri,
+        "--redis-password-file",
+        &pw_file,
+        &path,
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    // Without it: NOAUTH, exit 3.
+    let out = run(&["put", "--redis-uri", &uri, &path]).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    // Both given, an empty file, TLS files on a plain URI: usage errors.
+    let out = command(&[
+        "put",
+        "--redis-uri",
+        &uri,
+        "--redis-password-file",
+        &pw_file,
+        &path,
+    ])
+    .env("REDIS_PASSWORD", "pw-from-env")
+    .output();
+    let out = tokio::time::timeout(WAIT, out).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let out = run(&[
+        "put",
+        "--redis-uri",
+        &uri,
+        "--redis-password-file",
+        &empty,
+        &path,
+    ])
+    .await;
+    assert_eq!(out.code, 64, "{}", out.all());
+    let out = run(&[
+        "put",
+        "--redis-uri",
+        &uri,
+        "--redis-ca-path",
+        &pw_file,
+        &path,
+    ])
+    .await;
+    assert_eq!(out.code, 64, "{}", out.all());
+    assert!(out.stderr.contains("rediss://"), "{}", out.stderr);
+    assert!(!out.all().contains("pw-from-env"));
+}
