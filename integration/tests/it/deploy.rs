@@ -273,3 +273,18 @@ fn the_image_healthcheck_runs_a_real_subcommand_in_exec_form() {
     assert!(parsed.is_ok(), "{argv:?}: {:?}", parsed.err());
     assert_eq!(argv[1], "healthcheck");
 }
+
+#[test]
+fn the_compose_healthcheck_runs_a_real_subcommand() {
+    let text = std::fs::read_to_string(root().join("compose/docker-compose.yml")).unwrap();
+    let compose: Value = serde_yaml_ng::from_str(&text).expect("compose file is YAML");
+    let test = &compose["services"]["flagd-redis-sync"]["healthcheck"]["test"];
+    let argv: Vec<String> = serde_json::from_value(test.clone()).expect("test: [CMD, ...]");
+    assert_eq!(argv[0], "CMD", "exec form: the image has no shell");
+    assert_eq!(argv[1], "/usr/local/bin/flagd-redis-sync");
+    let mut full = vec!["flagd-redis-sync".to_string()];
+    full.extend(argv[2..].iter().cloned());
+    let parsed = Cli::command().try_get_matches_from(&full);
+    assert!(parsed.is_ok(), "{argv:?}: {:?}", parsed.err());
+    assert_eq!(argv[2], "healthcheck");
+}
