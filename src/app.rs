@@ -61,9 +61,15 @@ pub async fn run(
     });
 
     // Bind everything first.
-    let grpc_listener = TcpListener::bind(cfg.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_addr))?;
+    // Port 0: gRPC on the Unix socket only (the configuration requires one then).
+    let grpc_listener = match cfg.grpc_addr.port() {
+        0 => None,
+        _ => Some(
+            TcpListener::bind(cfg.grpc_addr)
+                .await
+                .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_addr))?,
+        ),
+    };
     let mgmt_listener = match cfg.management_port {
         Some(port) => {
             let addr = std::net::SocketAddr::new(cfg.grpc_addr.ip(), port);
@@ -162,24 +168,28 @@ pub async fn run(
                 auth.clone(),
             ))
     };
-    let grpc_addr = grpc_listener.local_addr()?;
+    let grpc_addr = match &grpc_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let stop = streams_stop.clone();
     let mut tcp_builder = builder();
-    let tcp_server = match &tls {
+    let tcp_server = match (grpc_listener, &tls) {
+        (None, _) => None,
         // Handshakes done here, so that rotated certificates are picked up.
-        Some(tls) => {
-            let incoming = crate::tls::incoming(grpc_listener, tls.clone(), stop.clone());
-            tokio::spawn(
+        (Some(listener), Some(tls)) => {
+            let incoming = crate::tls::incoming(listener, tls.clone(), stop.clone());
+            Some(tokio::spawn(
                 routes(&mut tcp_builder)
                     .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
-            )
+            ))
         }
-        None => {
-            let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-            tokio::spawn(
+        (Some(listener), None) => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            Some(tokio::spawn(
                 routes(&mut tcp_builder)
                     .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
-            )
+            ))
         }
     };
     let unix_server = match unix_listener {
@@ -199,7 +209,7 @@ pub async fn run(
     status.set_grpc_listening();
     status.refresh_ready(hub.current().is_some());
     info!(
-        grpc = %grpc_addr,
+        grpc = %grpc_addr.map_or_else(|| "off (socket only)".to_string(), |a| a.to_string()),
         tls = cfg.tls.is_some(),
         mtls = cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
         token_auth = cfg.auth_token_file.is_some(),
@@ -237,12 +247,14 @@ pub async fn run(
     status.set_shutting_down();
     streams_stop.cancel();
     let drain = async {
-        if let Err(e) = tcp_server
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r.map_err(Into::into))
-        {
-            error!(error = %e, "gRPC server ended with an error");
+        if let Some(tcp) = tcp_server {
+            if let Err(e) = tcp
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r.map_err(Into::into))
+            {
+                error!(error = %e, "gRPC server ended with an error");
+            }
         }
         if let Some(unix) = unix_server {
             let _ = unix.await;

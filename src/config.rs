@@ -106,7 +106,8 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_SYNC_HOST", default_value = "0.0.0.0")]
     pub redis_sync_host: IpAddr,
 
-    /// Port of the gRPC sync server (flagd.sync.v1.FlagSyncService).
+    /// Port of the gRPC sync server (flagd.sync.v1.FlagSyncService). 0: no TCP, gRPC on
+    /// --redis-sync-socket-path only.
     #[arg(long, env = "REDIS_SYNC_PORT", default_value_t = 8016)]
     pub redis_sync_port: u16,
 
@@ -295,6 +296,21 @@ impl ServeArgs {
         };
         if let Some(f) = &self.auth_token_file {
             readable("--auth-token-file", f)?;
+        }
+        if self.redis_sync_port == 0 {
+            if self.redis_sync_socket_path.is_none() {
+                return Err(ConfigError::Invalid(
+                    "--redis-sync-port 0 turns gRPC over TCP off: give --redis-sync-socket-path"
+                        .into(),
+                ));
+            }
+            if tls.is_some() {
+                return Err(ConfigError::Invalid(
+                    "--redis-sync-cert-path: TLS is for TCP, and --redis-sync-port 0 turns TCP \
+                     off (the Unix socket has no TLS)"
+                        .into(),
+                ));
+            }
         }
         Ok(Config {
             redis,

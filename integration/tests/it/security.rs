@@ -790,3 +790,204 @@ async fn help_and_errors_never_show_secrets() {
     assert_eq!(out.status.code(), Some(64), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// A `flagd-redis-sync` with gRPC on a Unix socket only (`--redis-sync-port 0`), started
+/// by hand (the harness waits for a TCP port), killed on drop.
+struct SocketOnly {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    mgmt_port: u16,
+}
+
+impl SocketOnly {
+    fn start(socket: &Path, redis_uri: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mgmt_port = free_port();
+        let log = std::fs::File::create(dir.path().join("service.log")).unwrap();
+        let child = std::process::Command::new(binary())
+            .args(["--redis-uri", redis_uri])
+            .args(["--redis-sync-host", "127.0.0.1", "--redis-sync-port", "0"])
+            .args(["--management-port", &mgmt_port.to_string()])
+            .arg("--redis-sync-socket-path")
+            .arg(socket)
+            .args(extra)
+            .env_remove("REDIS_URI")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        SocketOnly {
+            child,
+            dir,
+            socket: socket.to_path_buf(),
+            mgmt_port,
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+    }
+
+    /// A gRPC channel over the socket, once the service accepts on it.
+    async fn channel(&self) -> Channel {
+        let path = self.socket.clone();
+        eventually(WAIT, "the socket to accept gRPC", || {
+            let path = path.clone();
+            async move {
+                let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+                    let path = path.clone();
+                    async move {
+                        tokio::net::UnixStream::connect(path)
+                            .await
+                            .map(hyper_util::rt::TokioIo::new)
+                    }
+                });
+                let ch = tonic::transport::Endpoint::from_static("http://localhost")
+                    .connect_timeout(WAIT)
+                    .timeout(WAIT)
+                    .connect_with_connector(connector)
+                    .await
+                    .ok()?;
+                // Answering, not only accepting: health needs no token.
+                use tonic_health::pb::health_client::HealthClient;
+                use tonic_health::pb::HealthCheckRequest;
+                HealthClient::new(ch.clone())
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .ok()?;
+                Some(ch)
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}; logs:\n{}", self.logs()))
+    }
+
+    /// Waits for the process to exit by itself.
+    async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "still running:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SocketOnly {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- flagd-redis-sync log ---\n{}", self.logs());
+        }
+    }
+}
+
+#[tokio::test]
+async fn grpc_on_the_unix_socket_alone_with_0660_tokens_and_stale_sockets() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "sock")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "tok-sock\n").unwrap();
+    let socket = dir.path().join("sync.sock");
+    let with_token = ["--auth-token-file", tokens.to_str().unwrap()];
+
+    let mut first = SocketOnly::start(&socket, &redis.uri("flags"), &with_token);
+    let ch = first.channel().await;
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert!(
+        first.logs().contains("off (socket only)"),
+        "{}",
+        first.logs()
+    );
+
+    // The token check holds on the socket too.
+    let mut plain = FlagSyncServiceClient::new(ch.clone());
+    let refused = tokio::time::timeout(WAIT, plain.get_metadata(GetMetadataRequest {}))
+        .await
+        .unwrap();
+    assert_eq!(code(&refused), Some(tonic::Code::Unauthenticated));
+    let mut c = FlagSyncServiceClient::with_interceptor(ch, |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert(
+            "authorization",
+            tonic::metadata::MetadataValue::from_static("Bearer tok-sock"),
+        );
+        Ok(req)
+    });
+    let resp = tokio::time::timeout(
+        WAIT,
+        c.sync_flags(SyncFlagsRequest {
+            provider_id: "sock".into(),
+            selector: String::new(),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut s = SyncStream(resp.into_inner());
+    assert_eq!(
+        default_value(&s.next_json().await.unwrap(), "f").as_deref(),
+        Some("sock")
+    );
+    redis.set("flags", &doc("f", "sock-2")).unwrap();
+    assert_eq!(
+        default_value(&s.next_json().await.unwrap(), "f").as_deref(),
+        Some("sock-2")
+    );
+    let (status, _) = http_get(first.mgmt_port, "/readyz").await.unwrap();
+    assert_eq!(status, 200);
+
+    // A second instance on the live socket refuses to start.
+    let mut second = SocketOnly::start(&socket, &redis.uri("flags"), &[]);
+    let exit = second.wait_exit().await;
+    assert!(!exit.success());
+    assert!(
+        second.logs().contains("in use by another process"),
+        "{}",
+        second.logs()
+    );
+
+    // A crash leaves the socket file; the next start replaces it.
+    first.kill9();
+    assert!(socket.exists(), "SIGKILL cannot remove the socket");
+    let mut third = SocketOnly::start(&socket, &redis.uri("flags"), &[]);
+    third.channel().await;
+    assert!(
+        third.logs().contains("removed a stale socket file"),
+        "{}",
+        third.logs()
+    );
+
+    // SIGTERM: a clean exit removes the socket.
+    signal(third.child.id(), libc::SIGTERM);
+    let exit = third.wait_exit().await;
+    assert!(exit.success(), "{exit}");
+    assert!(!socket.exists(), "socket left behind");
+
+    // Port 0 without a socket is a configuration error.
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(binary())
+            .args(["--redis-uri", &redis.uri("flags"), "--redis-sync-port", "0"])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--redis-sync-socket-path"));
+}
