@@ -24,7 +24,7 @@
 //! No check writes anything: rights are probed with `ACL DRYRUN` where available, and the
 //! subcommand's SUBSCRIBE probe is on its own connection.
 
-use crate::config::{RedisAddr, RedisTarget};
+use crate::config::{RedisAddr, RedisTarget, RedisTls};
 use crate::flags;
 use crate::source::notify_merged;
 use crate::status::Status;
@@ -67,6 +67,76 @@ pub struct DoctorArgs {
     /// Seconds allowed to connect and for each reply.
     #[arg(long, env = "REDIS_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub redis_timeout: u64,
+    /// File holding the Redis password, as for the service (REDIS_PASSWORD does the same).
+    #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "FILE")]
+    pub redis_password_file: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s) of the Redis server (rediss:// only), as for the service.
+    #[arg(long, env = "REDIS_CA_PATH", value_name = "FILE")]
+    pub redis_ca_path: Option<std::path::PathBuf>,
+    /// PEM client certificate for Redis (rediss:// only), as for the service.
+    #[arg(
+        long,
+        env = "REDIS_CERT_PATH",
+        value_name = "FILE",
+        requires = "redis_key_path"
+    )]
+    pub redis_cert_path: Option<std::path::PathBuf>,
+    /// PEM private key for --redis-cert-path.
+    #[arg(
+        long,
+        env = "REDIS_KEY_PATH",
+        value_name = "FILE",
+        requires = "redis_cert_path"
+    )]
+    pub redis_key_path: Option<std::path::PathBuf>,
+    /// Accept any Redis server certificate, as the service's development-only option
+    /// (reported as a warning).
+    #[arg(long, env = "REDIS_TLS_INSECURE")]
+    pub redis_tls_insecure: bool,
+}
+
+impl DoctorArgs {
+    /// The target as the service would build it from the same options: the password from
+    /// --redis-password-file or REDIS_PASSWORD, the TLS files. Errors are usage errors.
+    pub fn target(&self, env: impl Fn(&str) -> Option<String>) -> Result<RedisTarget, String> {
+        let mut target = RedisTarget::parse(&self.redis_uri).map_err(|e| e.to_string())?;
+        match (&self.redis_password_file, env("REDIS_PASSWORD")) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "REDIS_PASSWORD and --redis-password-file are both set: give only one".into(),
+                )
+            }
+            (Some(path), None) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!("--redis-password-file: cannot read {}: {e}", path.display())
+                })?;
+                let pw = text.trim_end_matches(['\n', '\r']);
+                if pw.is_empty() {
+                    return Err(format!("--redis-password-file {} is empty", path.display()));
+                }
+                target.password = Some(pw.to_string());
+            }
+            (None, Some(pw)) if !pw.is_empty() => target.password = Some(pw),
+            _ => {}
+        }
+        let tls = RedisTls {
+            ca: self.redis_ca_path.clone(),
+            client: self
+                .redis_cert_path
+                .clone()
+                .zip(self.redis_key_path.clone()),
+            insecure: self.redis_tls_insecure,
+        };
+        if tls != RedisTls::default() && !matches!(target.addr, RedisAddr::Tcp { tls: true, .. }) {
+            return Err(
+                "--redis-ca-path, --redis-cert-path, --redis-key-path and --redis-tls-insecure \
+                 need a rediss:// URI (TLS)"
+                    .into(),
+            );
+        }
+        target.tls = tls;
+        Ok(target)
+    }
 }
 
 /// Output of `doctor`.
@@ -190,14 +260,17 @@ pub async fn check_with_timeout(
         .set_response_timeout(Some(timeout))
         .set_push_sender(push_tx);
     let connected = async {
-        let client = redis::Client::open(target.connection_info()?)?;
-        client
+        target
+            .client()?
             .get_multiplexed_async_connection_with_config(&config)
             .await
     };
     let mut con = match tokio::time::timeout(timeout, connected).await {
         Ok(Ok(con)) => con,
-        Ok(Err(e)) => return vec![connection_failed(target, &e.to_string())],
+        Ok(Err(e)) => {
+            let error = format!("{e}{}", target.connect_hint(&e, timeout));
+            return vec![connection_failed(target, &error)];
+        }
         Err(_) => {
             return vec![connection_failed(
                 target,
@@ -357,7 +430,7 @@ fn record(metrics: &Metrics, report: &[Finding]) {
 
 /// The `doctor` subcommand: prints the report, returns the exit code (64 for a bad URI).
 pub fn run_cli(args: &DoctorArgs) -> u8 {
-    let target = match RedisTarget::parse(&args.redis_uri) {
+    let target = match args.target(|k| std::env::var(k).ok()) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("flagd-redis-sync doctor: {e}");
@@ -711,7 +784,13 @@ fn auth(target: &RedisTarget) -> Finding {
 fn tls(target: &RedisTarget) -> Finding {
     const C: &str = "tls";
     match &target.addr {
-        RedisAddr::Tcp { tls: true, .. } => Finding::ok(C, "TLS (rediss://)"),
+        RedisAddr::Tcp { tls: true, .. } if target.tls.insecure => Finding::warn(
+            C,
+            "TLS, but the server's certificate is not verified (--redis-tls-insecure): anyone on the \
+             network path can pose as Redis",
+            "drop --redis-tls-insecure and give the server's CA with --redis-ca-path",
+        ),
+        RedisAddr::Tcp { tls: true, .. } => Finding::ok(C, "TLS (rediss://), certificate verified"),
         RedisAddr::Unix(_) => Finding::ok(C, "Unix socket: traffic stays on this host"),
         RedisAddr::Tcp { host, .. } if is_loopback(host) => Finding::ok(
             C,
@@ -1328,6 +1407,55 @@ mod tests {
         assert_eq!(auth(&t("redis://u@h/0?key=f")).level, Level::Warn);
         assert_eq!(auth(&t("redis://:pw@h/0?key=f")).level, Level::Ok);
         assert_eq!(auth(&t("redis://u:pw@h/0?key=f")).level, Level::Ok);
+    }
+
+    fn args(extra: &[&str]) -> DoctorArgs {
+        use clap::Parser;
+        let argv = ["x", "doctor"].iter().chain(extra).copied();
+        match crate::config::Cli::try_parse_from(argv).unwrap().command {
+            Some(crate::config::Command::Doctor(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_target_takes_the_services_password_and_tls_options() {
+        let no_env = |_: &str| None;
+        let t = args(&["--redis-uri", "redis://h/0?key=f"])
+            .target(no_env)
+            .unwrap();
+        assert_eq!(t.password, None);
+        let env = |k: &str| (k == "REDIS_PASSWORD").then(|| "from-env".to_string());
+        let t = args(&["--redis-uri", "redis://u:uri@h/0?key=f"])
+            .target(env)
+            .unwrap();
+        assert_eq!(t.password.as_deref(), Some("from-env"));
+
+        let dir = std::env::temp_dir().join(format!("doctor-pw-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").unwrap();
+        let file = dir.to_str().unwrap();
+        let a = args(&[
+            "--redis-uri",
+            "redis://h/0?key=f",
+            "--redis-password-file",
+            file,
+        ]);
+        assert_eq!(
+            a.target(no_env).unwrap().password.as_deref(),
+            Some("from-file")
+        );
+        assert!(a.target(env).unwrap_err().contains("give only one"));
+        std::fs::remove_file(&dir).unwrap();
+
+        let e = args(&["--redis-uri", "redis://h/0?key=f", "--redis-tls-insecure"])
+            .target(no_env)
+            .unwrap_err();
+        assert!(e.contains("rediss://"), "{e}");
+        let t = args(&["--redis-uri", "rediss://h/0?key=f", "--redis-tls-insecure"])
+            .target(no_env)
+            .unwrap();
+        assert!(t.tls.insecure);
+        assert_eq!(tls(&t).level, Level::Warn);
     }
 
     #[test]

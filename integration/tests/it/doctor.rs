@@ -112,7 +112,14 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 
 /// `doctor --format json`: (exit code, report).
 fn doctor(uri: &str, env: &[(&str, &str)]) -> (i32, Value) {
-    let (code, out, err) = run(&["doctor", "--redis-uri", uri, "--format", "json"], env);
+    doctor_with(uri, &[], env)
+}
+
+/// `doctor --format json` with more options.
+fn doctor_with(uri: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
+    let mut all = vec!["doctor", "--redis-uri", uri, "--format", "json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run(&all, env);
     let report: Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("doctor output is not JSON ({e}):\n{out}\n{err}"));
     assert_eq!(report["exit_code"], code, "{report:#}");
@@ -289,8 +296,13 @@ fn a_production_grade_redis_reports_all_ok() {
         "no",
     ]);
     set_flags(&redis, &[]);
-    let tls_uri = format!("rediss://:{PW}@127.0.0.1:{tls_port}/0?key=flags");
-    let (code, report) = doctor(&tls_uri, &[("SSL_CERT_FILE", &ca)]);
+    // As the service: the password from REDIS_PASSWORD, the CA from --redis-ca-path.
+    let tls_uri = format!("rediss://127.0.0.1:{tls_port}/0?key=flags");
+    let (code, report) = doctor_with(
+        &tls_uri,
+        &["--redis-ca-path", &ca],
+        &[("REDIS_PASSWORD", PW)],
+    );
     assert_eq!(not_ok(&report), expect(&[]), "{report:#}");
     assert_eq!(code, 0);
     let checks: Vec<String> = levels(&report).into_keys().collect();
@@ -303,23 +315,31 @@ fn a_production_grade_redis_reports_all_ok() {
         "{report:#}"
     );
 
-    // The certificate is verified: with no trusted CA, no connection.
-    let empty = tempfile::tempdir().unwrap();
-    let no_roots = empty.path().join("none.pem");
-    std::fs::write(&no_roots, "").unwrap();
-    let (code, untrusted) = doctor(
-        &tls_uri,
-        &[
-            ("SSL_CERT_FILE", no_roots.to_str().unwrap()),
-            ("SSL_CERT_DIR", empty.path().to_str().unwrap()),
-        ],
-    );
+    // The certificate is verified: without the CA, no connection, and the reason says
+    // which option is missing.
+    let (code, untrusted) = doctor(&tls_uri, &[("REDIS_PASSWORD", PW)]);
     assert_eq!(
         levels(&untrusted),
         expect(&[("connection", "fail")]),
         "{untrusted:#}"
     );
     assert_eq!(code, 2);
+    assert!(
+        message(&untrusted, "connection").contains("--redis-ca-path"),
+        "{untrusted:#}"
+    );
+    // Not verifying it at all is a warning.
+    let (code, insecure) = doctor_with(
+        &tls_uri,
+        &["--redis-tls-insecure"],
+        &[("REDIS_PASSWORD", PW)],
+    );
+    assert_eq!(
+        not_ok(&insecure),
+        expect(&[("tls", "warn")]),
+        "{insecure:#}"
+    );
+    assert_eq!(code, 1);
 
     // Text: one line per check, then the summary; the same exit code.
     let (code, out, _) = run(&["doctor", "--redis-uri", &uri(&redis)], &[]);
