@@ -29,6 +29,10 @@ use tracing::{debug, info, warn};
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Handshakes in progress at once; connections beyond are closed at once, so a flood of
+/// silent connections cannot hold more than this many sockets for [`HANDSHAKE_TIMEOUT`].
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
 /// The files the server's TLS configuration is built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerTlsFiles {
@@ -125,7 +129,10 @@ pub fn incoming(
     stop: CancellationToken,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
+        let mut refused_since_log = 0u64;
+        let mut last_refusal_log: Option<tokio::time::Instant> = None;
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -141,10 +148,24 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                // Closed unanswered; said at most once a second, with the count.
+                refused_since_log += 1;
+                if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    warn!(
+                        refused = refused_since_log,
+                        "{MAX_PENDING_HANDSHAKES} TLS handshakes already in progress: closing new connections"
+                    );
+                    refused_since_log = 0;
+                    last_refusal_log = Some(tokio::time::Instant::now());
+                }
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(tls.current());
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;

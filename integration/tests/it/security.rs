@@ -156,13 +156,23 @@ async fn first_doc(ch: Channel) -> Result<(SyncStream, serde_json::Value)> {
 
 /// The certificate a fresh TLS handshake on `port` presents (verified against `ca_pem`).
 async fn presented_certificate(port: u16, ca_pem: &str) -> Result<Vec<u8>> {
+    Ok(handshake(port, ca_pem, rustls::DEFAULT_VERSIONS).await?.0)
+}
+
+/// A TLS handshake on `port` offering `versions`: the server's certificate and the
+/// version agreed.
+async fn handshake(
+    port: u16,
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<(Vec<u8>, rustls::ProtocolVersion)> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes())?)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(versions)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
@@ -175,7 +185,8 @@ async fn presented_certificate(port: u16, ca_pem: &str) -> Result<Vec<u8>> {
         let (_, session) = tls.get_ref();
         assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]));
         let certs = session.peer_certificates().context("no certificate")?;
-        anyhow::Ok(certs[0].to_vec())
+        let version = session.protocol_version().context("no version")?;
+        anyhow::Ok((certs[0].to_vec(), version))
     };
     tokio::time::timeout(WAIT, fut)
         .await
@@ -223,6 +234,16 @@ async fn grpc_tls_serves_and_a_rotated_certificate_is_used_without_dropping_stre
             .unwrap(),
         first.der
     );
+    // TLS 1.3, and 1.2 for older clients.
+    for (offered, agreed) in [
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+    ] {
+        let (_, version) = handshake(svc.grpc_port, &pki.ca_pem(), &[offered])
+            .await
+            .unwrap();
+        assert_eq!(version, agreed);
+    }
     // Plain HTTP/2 on the TLS port gets nowhere.
     assert!(svc.client().await.is_err() || svc.stream("").await.is_err());
 
