@@ -55,10 +55,11 @@ pub async fn run(
         Some(files) => Some(Arc::new(crate::tls::ServerTls::load(files)?)),
         None => None,
     };
-    let auth = crate::auth::Auth(match &cfg.auth_token_file {
+    let tokens = match &cfg.auth_token_file {
         Some(path) => Some(Arc::new(crate::auth::Tokens::load(path.clone())?)),
         None => None,
-    });
+    };
+    let auth = crate::auth::Auth::new(tokens, metrics.grpc_refused.clone());
 
     // Bind everything first.
     // Port 0: gRPC on the Unix socket only (the configuration requires one then).
@@ -178,7 +179,12 @@ pub async fn run(
         (None, _) => None,
         // Handshakes done here, so that rotated certificates are picked up.
         (Some(listener), Some(tls)) => {
-            let incoming = crate::tls::incoming(listener, tls.clone(), stop.clone());
+            let incoming = crate::tls::incoming(
+                listener,
+                tls.clone(),
+                stop.clone(),
+                metrics.grpc_refused.clone(),
+            );
             Some(tokio::spawn(
                 routes(&mut tcp_builder)
                     .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),

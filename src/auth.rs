@@ -10,6 +10,8 @@
 //! gRPC health is not behind the check (probes carry no token); reflection is.
 
 use crate::reload::{read, Reloading};
+use opentelemetry::metrics::Counter;
+use opentelemetry::KeyValue;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,12 +67,22 @@ fn digest(token: &[u8]) -> [u8; 32] {
 }
 
 /// The interceptor on the sync services: passes everything when no token file is set.
-#[derive(Clone, Default)]
-pub struct Auth(pub Option<Arc<Tokens>>);
+#[derive(Clone)]
+pub struct Auth {
+    tokens: Option<Arc<Tokens>>,
+    refused: Counter<u64>,
+}
+
+impl Auth {
+    /// `refused` counts refusals (`reason` = `unauthenticated`).
+    pub fn new(tokens: Option<Arc<Tokens>>, refused: Counter<u64>) -> Self {
+        Auth { tokens, refused }
+    }
+}
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(tokens) = &self.0 else {
+        let Some(tokens) = &self.tokens else {
             return Ok(req);
         };
         let presented = req
@@ -80,6 +92,8 @@ impl tonic::service::Interceptor for Auth {
         match presented {
             Some(t) if tokens.accepts(t) => Ok(req),
             found => {
+                self.refused
+                    .add(1, &[KeyValue::new("reason", "unauthenticated")]);
                 debug!(
                     header = found.is_some(),
                     "request refused: missing or wrong bearer token"

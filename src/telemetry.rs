@@ -103,6 +103,10 @@ pub struct Metrics {
     pub notifications: Counter<u64>,
     pub polls: Counter<u64>,
     pub reconnects: Counter<u64>,
+    /// gRPC connections and calls refused, by `reason`: `unauthenticated` (token),
+    /// `tls_handshake` (failed handshake, e.g. no or a wrong client certificate),
+    /// `handshake_limit` (too many handshakes in progress).
+    pub grpc_refused: Counter<u64>,
     pub redis_up: Gauge<i64>,
     /// 1 for the level each doctor check found, 0 for its other levels.
     pub doctor_findings: Gauge<i64>,
@@ -156,6 +160,12 @@ impl Metrics {
             reconnects: meter
                 .u64_counter("flagd_redis_sync.redis.reconnects")
                 .with_description("Redis connection attempts after a failure or a lost connection")
+                .build(),
+            grpc_refused: meter
+                .u64_counter("flagd_redis_sync.grpc.refused")
+                .with_description(
+                    "gRPC connections or calls refused, by reason: unauthenticated, tls_handshake, handshake_limit",
+                )
                 .build(),
             doctor_findings: meter
                 .i64_gauge("flagd_redis_sync.doctor.findings")

@@ -11,6 +11,8 @@
 
 use crate::reload::{read, Reloading};
 use anyhow::{bail, Context};
+use opentelemetry::metrics::Counter;
+use opentelemetry::KeyValue;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -122,11 +124,13 @@ pub fn certificates(path: &Path, flag: &str) -> anyhow::Result<Vec<CertificateDe
 }
 
 /// Accepts TCP connections and yields those that completed the TLS handshake, until
-/// `stop` is cancelled (the listener is closed then).
+/// `stop` is cancelled (the listener is closed then). `refused` counts the others
+/// (`reason` = `tls_handshake` or `handshake_limit`).
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerTls>,
     stop: CancellationToken,
+    refused: Counter<u64>,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
@@ -150,6 +154,7 @@ pub fn incoming(
             };
             let Ok(permit) = pending.clone().try_acquire_owned() else {
                 // Closed unanswered; said at most once a second, with the count.
+                refused.add(1, &[KeyValue::new("reason", "handshake_limit")]);
                 refused_since_log += 1;
                 if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     warn!(
@@ -164,8 +169,10 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(tls.current());
             let tx = tx.clone();
+            let refused = refused.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let failed = || refused.add(1, &[KeyValue::new("reason", "tls_handshake")]);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
@@ -174,11 +181,17 @@ pub fn incoming(
                         // Port probes (a TCP health check) close before saying anything.
                         debug!(%peer, "connection closed before the TLS handshake");
                     }
-                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => info!(
-                        %peer,
-                        "TLS handshake not completed within {HANDSHAKE_TIMEOUT:?}; connection closed"
-                    ),
+                    Ok(Err(e)) => {
+                        failed();
+                        info!(%peer, error = %e, "TLS handshake refused");
+                    }
+                    Err(_) => {
+                        failed();
+                        info!(
+                            %peer,
+                            "TLS handshake not completed within {HANDSHAKE_TIMEOUT:?}; connection closed"
+                        );
+                    }
                 }
             });
         }

@@ -193,6 +193,16 @@ async fn handshake(
         .context("TLS handshake timed out")?
 }
 
+/// `flagd_redis_sync_grpc_refused_total{reason=...}` on /metrics (0 when absent).
+async fn refused(svc: &Service, reason: &str) -> f64 {
+    let (_, body) = svc.http_get("/metrics").await.unwrap();
+    let label = format!("reason=\"{reason}\"");
+    body.lines()
+        .filter(|l| l.starts_with("flagd_redis_sync_grpc_refused_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn code<T>(r: &Result<T, tonic::Status>) -> Option<tonic::Code> {
     r.as_ref().err().map(|s| s.code())
 }
@@ -352,14 +362,15 @@ async fn mutual_tls_accepts_signed_clients_and_refuses_the_others() {
     ] {
         // With TLS 1.3 the client may finish its side before the server refuses it: the
         // refusal shows at the first call.
-        let refused = async {
+        let outcome = async {
             let ch = tls_channel(svc.grpc_port, &pki.ca_pem(), id).await?;
             first_doc(ch).await
         }
         .await;
-        assert!(refused.is_err(), "{what}: a client was served");
+        assert!(outcome.is_err(), "{what}: a client was served");
         log_shows(&svc, logged).await;
     }
+    assert!(refused(&svc, "tls_handshake").await >= 3.0);
 }
 
 #[tokio::test]
@@ -473,6 +484,8 @@ async fn bearer_tokens_are_required_compared_and_reloaded_but_never_logged() {
     let (meta, _) = call(Some("Bearer tok-alpha-1")).await.unwrap();
     assert_eq!(code(&meta), Some(tonic::Code::Unauthenticated));
 
+    // 4 headers x 2 calls, the new token until it was loaded, the old one after.
+    assert!(refused(&svc, "unauthenticated").await >= 9.0);
     let (_, metrics) = svc.http_get("/metrics").await.unwrap();
     let (_, readyz) = svc.http_get("/readyz").await.unwrap();
     for text in [svc.logs(), metrics, readyz] {
