@@ -10,6 +10,7 @@ mod doctor;
 mod observability;
 mod otlp;
 mod protocol;
+mod reliability;
 mod security;
 mod tools;
 mod tools_tls;
