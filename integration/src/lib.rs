@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 pub use flagd_redis_sync::wire::client;
 
 pub mod proxy;
+pub mod setup;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -100,7 +100,7 @@ fn ensure_node_modules() -> Result<PathBuf> {
     let lock_path = root.join("node.lock");
     let lock =
         File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    lock_exclusive(&lock, INSTALL_WAIT)
+    setup::lock_exclusive(&lock, INSTALL_WAIT)
         .with_context(|| format!("locking {}", lock_path.display()))?;
 
     let installed = dir.join("node_modules").exists()
@@ -120,11 +120,12 @@ fn ensure_node_modules() -> Result<PathBuf> {
         }
     }
     if !installed {
-        run(
+        setup::run_to_completion(
             StdCommand::new("npm")
                 .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
                 .current_dir(&dir),
             "npm ci of the pinned Node provider",
+            INSTALL_WAIT,
         )?;
         let tmp = dir.join(".installed-lock.tmp");
         fs::write(&tmp, &want)?;
@@ -154,61 +155,6 @@ fn tool_version(tool: &str) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Takes an exclusive flock on `file`, polling so that the wait has a bound.
-fn lock_exclusive(file: &File, within: Duration) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let deadline = Instant::now() + within;
-    loop {
-        // SAFETY: flock(2) on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(err.into());
-        }
-        if Instant::now() > deadline {
-            bail!("another test process held the node_modules lock for more than {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs a set-up command to completion within `INSTALL_WAIT`, failing with its output.
-fn run(cmd: &mut StdCommand, what: &str) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("out.log");
-    let file = File::create(&log)?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .spawn()
-        .with_context(|| format!("starting {what}"))?;
-    let deadline = Instant::now() + INSTALL_WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{what} did not finish within {INSTALL_WAIT:?}:\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    if !status.success() {
-        bail!(
-            "{what} failed ({status}):\n{}",
-            fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    Ok(())
 }
 
 /// One run of `provider_check.mjs`, killed on drop.

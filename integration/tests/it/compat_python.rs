@@ -89,7 +89,8 @@ fn ensure_venv() -> Result<PathBuf> {
     let lock_path = root.join("python-venv.lock");
     let lock =
         File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    lock_exclusive(&lock, VENV_WAIT).with_context(|| format!("locking {}", lock_path.display()))?;
+    setup::lock_exclusive(&lock, VENV_WAIT)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
 
     if python.exists() && fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
         return Ok(python);
@@ -97,16 +98,18 @@ fn ensure_venv() -> Result<PathBuf> {
     if venv.exists() {
         fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
     }
-    run(
+    setup::run_to_completion(
         StdCommand::new("python3").arg("-m").arg("venv").arg(&venv),
         "python3 -m venv (Debian needs the python3-venv package)",
+        VENV_WAIT,
     )?;
-    run(
+    setup::run_to_completion(
         StdCommand::new(&python)
             .args(["-m", "pip", "install", "--disable-pip-version-check"])
             .args(["--no-input", "--quiet", "--timeout", "60", "-r"])
             .arg(&requirements_file),
         "pip install of the pinned Python provider",
+        VENV_WAIT,
     )?;
     let tmp = venv.join(".installed-requirements.tmp");
     fs::write(&tmp, &want)?;
@@ -135,61 +138,6 @@ fn python3_version() -> Result<String> {
     // Python < 3.4 printed the version on stderr.
     let text = [out.stdout, out.stderr].concat();
     Ok(String::from_utf8_lossy(&text).trim().to_string())
-}
-
-/// Takes an exclusive flock on `file`, polling so that the wait has a bound.
-fn lock_exclusive(file: &File, within: Duration) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let deadline = Instant::now() + within;
-    loop {
-        // SAFETY: flock(2) on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(err.into());
-        }
-        if Instant::now() > deadline {
-            bail!("another test process held the venv lock for more than {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs a set-up command to completion within `VENV_WAIT`, failing with its output.
-fn run(cmd: &mut StdCommand, what: &str) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("out.log");
-    let file = File::create(&log)?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .spawn()
-        .with_context(|| format!("starting {what}"))?;
-    let deadline = Instant::now() + VENV_WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{what} did not finish within {VENV_WAIT:?}:\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    if !status.success() {
-        bail!(
-            "{what} failed ({status}):\n{}",
-            fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    Ok(())
 }
 
 /// One run of `provider_check.py`, killed on drop.
