@@ -48,7 +48,8 @@ pub async fn run(
     let metrics = telemetry.metrics.clone();
     let status = Arc::new(Status::default());
     let context = (!cfg.context.is_empty()).then(|| string_struct(&cfg.context));
-    let hub = Arc::new(Hub::new(cfg.redis.key.clone(), context));
+    let names = cfg.redis.sources.iter().map(|s| s.name.clone()).collect();
+    let hub = Arc::new(Hub::new(names, context));
 
     // Certificates and tokens first: a bad file fails before any port is open.
     let tls = match &cfg.tls {
@@ -104,14 +105,21 @@ pub async fn run(
             Ok(Some(doc)) => {
                 info!(path = %path.display(), digest = %doc.digest.short(), flags = doc.flag_count,
                     "serving the snapshot saved on disk until Redis answers");
-                hub.publish(doc);
+                hub.preload(doc);
             }
             Ok(None) => info!(path = %path.display(), "no snapshot saved yet"),
             Err(e) => warn!(path = %path.display(), error = %e, "ignoring an unreadable snapshot"),
         }
     }
-    let watcher = Watcher::new(&cfg, hub.clone(), status.clone(), metrics.clone());
-    let watcher_task = tokio::spawn(watcher.run(watcher_stop.clone()));
+    // One watcher (one Redis connection) for all sources; on a Cluster, one per hash slot
+    // the keys use (keyspace events are node-local; hash-tag the keys to share one).
+    let watcher_tasks: Vec<_> = crate::source::groups(&cfg.redis)
+        .into_iter()
+        .map(|group| {
+            let watcher = Watcher::new(&cfg, group, hub.clone(), status.clone(), metrics.clone());
+            tokio::spawn(watcher.run(watcher_stop.clone()))
+        })
+        .collect();
 
     // gRPC: the sync services, health mirroring readiness, reflection.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -213,7 +221,7 @@ pub async fn run(
         None => None,
     };
     status.set_grpc_listening();
-    status.refresh_ready(hub.current().is_some());
+    status.refresh_ready(hub.ready());
     info!(
         grpc = %grpc_addr.map_or_else(|| "off (socket only)".to_string(), |a| a.to_string()),
         tls = cfg.tls.is_some(),
@@ -273,7 +281,9 @@ pub async fn run(
         warn!("grace period over with connections still open; exiting anyway");
     }
     watcher_stop.cancel();
-    let _ = watcher_task.await;
+    for t in watcher_tasks {
+        let _ = t.await;
+    }
     health_task.abort();
     mgmt_stop.cancel();
     if let Some(t) = mgmt_task {

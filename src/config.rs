@@ -72,6 +72,13 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_URI", required = true, hide_env_values = true)]
     pub redis_uri: Option<String>,
 
+    /// A further flag source NAME=KEY (repeatable): clients select it with source=NAME
+    /// (or a bare NAME); without a selector they get every source merged, later sources
+    /// winning a flag-name clash. NAME=KEY;type=hash reads a hash of one field per flag.
+    /// The URI's key= values (repeatable) are sources too, named by their key.
+    #[arg(long = "source", env = "REDIS_SYNC_SOURCES", value_delimiter = ',')]
+    pub sources: Vec<String>,
+
     /// File holding the Redis password (trailing newline ignored); replaces any password in
     /// the URI. The REDIS_PASSWORD environment variable does the same (give only one).
     #[arg(long, env = "REDIS_PASSWORD_FILE")]
@@ -267,7 +274,18 @@ impl ServeArgs {
             .redis_uri
             .as_deref()
             .ok_or_else(|| ConfigError::Uri("required (or set REDIS_URI)".into()))?;
-        let mut redis = RedisTarget::parse(uri)?;
+        let mut redis = RedisTarget::parse_keys_optional(uri)?;
+        let default_storage = redis.storage;
+        for s in &self.sources {
+            redis
+                .add_source(SourceSpec::parse(s, default_storage).map_err(ConfigError::Invalid)?)?;
+        }
+        if redis.sources.is_empty() {
+            return Err(ConfigError::Uri(
+                "no key: add ?key=NAME (the Redis key that holds the flag document) or give                  --source NAME=KEY"
+                    .into(),
+            ));
+        }
         redis.tls = self.redis_tls(&redis)?;
         match (&self.redis_password_file, env("REDIS_PASSWORD")) {
             (Some(_), Some(_)) => {
@@ -348,7 +366,7 @@ impl ServeArgs {
                 .zip(self.redis_key_path.clone()),
             insecure: self.redis_tls_insecure,
         };
-        let is_tls = matches!(target.addr, RedisAddr::Tcp { tls: true, .. });
+        let is_tls = target.addr.is_tls();
         if !is_tls && tls != RedisTls::default() {
             return Err(ConfigError::Invalid(
                 "--redis-ca-path, --redis-cert-path, --redis-key-path and --redis-tls-insecure \
@@ -397,8 +415,89 @@ fn readable(flag: &'static str, path: &std::path::Path) -> Result<(), ConfigErro
 /// Where a Redis server is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RedisAddr {
-    Tcp { host: String, port: u16, tls: bool },
+    Tcp {
+        host: String,
+        port: u16,
+        tls: bool,
+    },
     Unix(PathBuf),
+    /// `redis+sentinel://`: ask these sentinels where the master named `master` is.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master: String,
+        tls: bool,
+        /// Credentials for the sentinels themselves (`sentinel_user=`,
+        /// `sentinel_password=`); the data nodes use the URI's.
+        auth: Option<(Option<String>, String)>,
+    },
+    /// `redis+cluster://`: any of these nodes tells which master owns the key's slot.
+    Cluster {
+        seeds: Vec<(String, u16)>,
+        tls: bool,
+    },
+}
+
+impl RedisAddr {
+    /// Whether traffic to the data nodes is TLS.
+    pub fn is_tls(&self) -> bool {
+        match self {
+            RedisAddr::Tcp { tls, .. }
+            | RedisAddr::Sentinel { tls, .. }
+            | RedisAddr::Cluster { tls, .. } => *tls,
+            RedisAddr::Unix(_) => false,
+        }
+    }
+}
+
+/// How a source's document is stored in its key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Storage {
+    /// A string holding the whole JSON document (SET).
+    #[default]
+    String,
+    /// A hash: one field per flag (HSET key FLAG JSON), plus optional `$evaluators` and
+    /// `$metadata` fields; assembled into one document.
+    Hash,
+}
+
+impl Storage {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "string" => Ok(Storage::String),
+            "hash" => Ok(Storage::Hash),
+            other => Err(format!("type={other:?}: use type=string or type=hash")),
+        }
+    }
+}
+
+/// One flag source: a name clients select it by, and the Redis key behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SourceSpec {
+    /// `source=NAME` selects it; for a `key=` in the URI, the key itself.
+    pub name: String,
+    pub key: String,
+    pub storage: Storage,
+}
+
+impl SourceSpec {
+    /// Parses `--source NAME=KEY[;type=hash]`.
+    pub fn parse(s: &str, default: Storage) -> Result<Self, String> {
+        let (spec, storage) = match s.split_once(";type=") {
+            Some((spec, t)) => (spec, Storage::parse(t)?),
+            None => (s, default),
+        };
+        match spec.split_once('=') {
+            Some((name, key)) if !name.trim().is_empty() && !key.is_empty() => Ok(SourceSpec {
+                name: name.trim().to_string(),
+                key: key.to_string(),
+                storage,
+            }),
+            _ => Err(format!(
+                "--source {s:?}: expected NAME=KEY or NAME=KEY;type=hash (NAME is what clients \
+                 select with source=NAME, KEY the Redis key)"
+            )),
+        }
+    }
 }
 
 /// TLS settings for a rediss:// target.
@@ -419,8 +518,12 @@ pub struct RedisTarget {
     pub db: i64,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// The key holding the flag document.
+    /// The first source's key (the one `put`, `watch` and the doctor work on).
     pub key: String,
+    /// Every source, in precedence order: on a flag name clash the later one wins.
+    pub sources: Vec<SourceSpec>,
+    /// The URI's `type=`: the storage of its keys, and the default for `--source`.
+    pub storage: Storage,
     /// rediss:// only: `--redis-ca-path`, `--redis-cert-path`/`--redis-key-path`,
     /// `--redis-tls-insecure`.
     pub tls: RedisTls,
@@ -432,6 +535,22 @@ impl fmt::Debug for RedisTarget {
     }
 }
 
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn host_list(nodes: &[(String, u16)]) -> String {
+    nodes
+        .iter()
+        .map(|(h, p)| host_port(h, *p))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl fmt::Display for RedisTarget {
     /// The URI with any password replaced by `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -441,72 +560,201 @@ impl fmt::Display for RedisTarget {
             (None, Some(_)) => ":***@".to_string(),
             (None, None) => String::new(),
         };
+        let mut query: Vec<String> = Vec::new();
+        let uri_sources = self.sources.iter().filter(|s| s.name == s.key);
+        for s in uri_sources {
+            query.push(format!("key={}", s.key));
+        }
+        if self.sources.is_empty() {
+            query.push(format!("key={}", self.key));
+        }
+        if self.storage == Storage::Hash {
+            query.push("type=hash".into());
+        }
+        let tls_s = if self.addr.is_tls() { "s" } else { "" };
+        let db = self.db;
         match &self.addr {
-            RedisAddr::Tcp { host, port, tls } => {
-                let scheme = if *tls { "rediss" } else { "redis" };
-                let host = if host.contains(':') {
-                    format!("[{host}]")
-                } else {
-                    host.clone()
-                };
-                write!(
-                    f,
-                    "{scheme}://{auth}{host}:{port}/{}?key={}",
-                    self.db, self.key
-                )
+            RedisAddr::Tcp { host, port, .. } => {
+                let hp = host_port(host, *port);
+                write!(f, "redis{tls_s}://{auth}{hp}/{db}?{}", query.join("&"))
             }
             RedisAddr::Unix(p) => write!(
                 f,
-                "unix://{auth}{}?db={}&key={}",
+                "unix://{auth}{}?db={db}&{}",
                 p.display(),
-                self.db,
-                self.key
+                query.join("&")
             ),
+            RedisAddr::Sentinel {
+                sentinels,
+                master,
+                auth: sentinel_auth,
+                ..
+            } => {
+                if let Some((user, _)) = sentinel_auth {
+                    if let Some(u) = user {
+                        query.push(format!("sentinel_user={u}"));
+                    }
+                    query.push("sentinel_password=***".into());
+                }
+                let hosts = host_list(sentinels);
+                write!(
+                    f,
+                    "redis{tls_s}+sentinel://{auth}{hosts}/{master}/{db}?{}",
+                    query.join("&")
+                )
+            }
+            RedisAddr::Cluster { seeds, .. } => {
+                let hosts = host_list(seeds);
+                write!(
+                    f,
+                    "redis{tls_s}+cluster://{auth}{hosts}/?{}",
+                    query.join("&")
+                )
+            }
         }
     }
 }
 
+/// Schemes that name several hosts; `url` reads one host only, so the host list is cut
+/// out first and the rest parsed as a plain redis:// URI.
+const MULTI_HOST: [&str; 4] = [
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+];
+
+/// Splits `scheme://[auth@]h1:p1,h2:p2/rest` into the host list and a redis:// URI with
+/// the first host, or returns `None` for single-host schemes.
+/// A multi-host URI cut in parts: its scheme, its hosts, and a single-host equivalent.
+type MultiHost = (String, Vec<(String, u16)>, String);
+
+fn split_hosts(
+    uri: &str,
+    default_port: impl Fn(&str) -> u16,
+) -> Result<Option<MultiHost>, ConfigError> {
+    let bad = |m: String| ConfigError::Uri(m);
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Ok(None);
+    };
+    if !MULTI_HOST.contains(&scheme) {
+        return Ok(None);
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(i) => (&authority[..=i], &authority[i + 1..]),
+        None => ("", authority),
+    };
+    let mut nodes = Vec::new();
+    for h in hosts.split(',').filter(|h| !h.is_empty()) {
+        let (host, port) = if let Some(v6) = h.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad(format!("host {h:?}: unclosed [ in an IPv6 address")))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match h.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (h, None),
+            }
+        };
+        let port = match port {
+            None => default_port(scheme),
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                bad(format!(
+                    "host {host:?}: port {p:?} is not a valid port (1-65535)"
+                ))
+            })?,
+        };
+        if host.is_empty() {
+            return Err(bad(format!("empty host in the host list of {scheme}://")));
+        }
+        nodes.push((host.to_string(), port));
+    }
+    if nodes.is_empty() {
+        return Err(bad(format!(
+            "no host: expected {scheme}://host1:port1,host2:port2/…"
+        )));
+    }
+    let plain = if scheme.starts_with("rediss") {
+        "rediss"
+    } else {
+        "redis"
+    };
+    let first = host_port(&nodes[0].0, nodes[0].1);
+    Ok(Some((
+        scheme.to_string(),
+        nodes,
+        format!("{plain}://{userinfo}{first}{tail}"),
+    )))
+}
+
 impl RedisTarget {
+    /// Parses a URI that names at least one key.
     pub fn parse(uri: &str) -> Result<Self, ConfigError> {
+        let t = Self::parse_keys_optional(uri)?;
+        if t.sources.is_empty() {
+            return Err(ConfigError::Uri(
+                "no key: add ?key=NAME, the Redis key that holds the flag document".into(),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Parses a URI; its `key=` may be left out when sources come from `--source`.
+    pub fn parse_keys_optional(uri: &str) -> Result<Self, ConfigError> {
         let bad = |m: String| ConfigError::Uri(m);
+        let multi = split_hosts(uri, |scheme| {
+            if scheme.ends_with("sentinel") {
+                26379
+            } else {
+                6379
+            }
+        })?;
+        let parsed_uri = multi.as_ref().map_or(uri, |(_, _, u)| u.as_str());
         // Never echo the URI itself: it may hold a password.
-        let url = url::Url::parse(uri).map_err(|e| {
+        let url = url::Url::parse(parsed_uri).map_err(|e| {
             bad(format!(
                 "not a valid URI ({e}); expected redis://[user:password@]host[:port][/db]?key=NAME"
             ))
         })?;
         if !matches!(url.scheme(), "redis" | "rediss" | "unix" | "redis+unix") {
             return Err(bad(format!(
-                "unsupported scheme {:?}: use redis://, rediss:// (TLS) or unix://",
+                "unsupported scheme {:?}: use redis://, rediss:// (TLS), unix://, \
+                 redis+sentinel:// or redis+cluster://",
                 url.scheme()
             )));
         }
-        let mut key: Option<String> = None;
+        let mut keys: Vec<String> = Vec::new();
+        let mut storage = Storage::String;
         let mut db_q: Option<String> = None;
         let mut user_q: Option<String> = None;
         let mut pass_q: Option<String> = None;
+        let mut sentinel_user: Option<String> = None;
+        let mut sentinel_pass: Option<String> = None;
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
-                "key" if key.is_some() => {
-                    return Err(bad(
-                        "key= given more than once; one key per service for now".into(),
-                    ))
+                "key" if v.is_empty() => {}
+                "key" if keys.iter().any(|k| *k == v) => {
+                    return Err(bad(format!("key={v} given twice")))
                 }
-                "key" => key = Some(v.into_owned()),
+                "key" => keys.push(v.into_owned()),
+                "type" => storage = Storage::parse(&v).map_err(bad)?,
                 "db" => db_q = Some(v.into_owned()),
                 "user" | "username" => user_q = Some(v.into_owned()),
                 "password" | "pass" => pass_q = Some(v.into_owned()),
+                "sentinel_user" => sentinel_user = Some(v.into_owned()),
+                "sentinel_password" => sentinel_pass = Some(v.into_owned()),
                 "protocol" => {}
                 other => {
                     return Err(bad(format!(
-                        "unknown query parameter {other:?} (known: key, db, user, password)"
+                        "unknown query parameter {other:?} (known: key, type, db, user, password, \
+                         sentinel_user, sentinel_password)"
                     )))
                 }
             }
         }
-        let key = key.filter(|k| !k.is_empty()).ok_or_else(|| {
-            bad("no key: add ?key=NAME, the Redis key that holds the flag document".into())
-        })?;
         let decode = |s: &str| {
             percent_decode(s)
                 .map_err(|_| bad("user name or password is not valid percent-encoded UTF-8".into()))
@@ -521,8 +769,44 @@ impl RedisTarget {
         if pass_q.is_some() {
             password = pass_q;
         }
-        let (addr, path_db) = match url.scheme() {
-            "redis" | "rediss" => {
+        let path = url.path().trim_start_matches('/').to_string();
+        let (addr, path_db) = match (&multi, url.scheme()) {
+            (Some((scheme, nodes, _)), _) if scheme.ends_with("sentinel") => {
+                let (master, db) = match path.split_once('/') {
+                    Some((m, db)) => (m, (!db.is_empty()).then(|| db.to_string())),
+                    None => (path.as_str(), None),
+                };
+                if master.is_empty() {
+                    return Err(bad(format!(
+                        "no master name: expected {scheme}://host1:26379,host2:26379/MASTER_NAME/DB?key=NAME"
+                    )));
+                }
+                let auth = sentinel_pass.map(|p| (sentinel_user.take(), p));
+                (
+                    RedisAddr::Sentinel {
+                        sentinels: nodes.clone(),
+                        master: master.to_string(),
+                        tls: scheme.starts_with("rediss"),
+                        auth,
+                    },
+                    db,
+                )
+            }
+            (Some((scheme, nodes, _)), _) => {
+                if !path.is_empty() && path != "0" {
+                    return Err(bad(format!(
+                        "{scheme}:// has database 0 only (Redis Cluster), found {path:?}"
+                    )));
+                }
+                (
+                    RedisAddr::Cluster {
+                        seeds: nodes.clone(),
+                        tls: scheme.starts_with("rediss"),
+                    },
+                    None,
+                )
+            }
+            (None, "redis" | "rediss") => {
                 let host = match url.host() {
                     Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
                     Some(url::Host::Ipv4(a)) => a.to_string(),
@@ -537,18 +821,16 @@ impl RedisTarget {
                     return Err(bad("port 0 is not a valid Redis port".into()));
                 }
                 let port = url.port().unwrap_or(6379);
-                let path = url.path().trim_start_matches('/');
-                let db = (!path.is_empty()).then(|| path.to_string());
                 (
                     RedisAddr::Tcp {
                         host,
                         port,
                         tls: url.scheme() == "rediss",
                     },
-                    db,
+                    (!path.is_empty()).then_some(path),
                 )
             }
-            "unix" | "redis+unix" => {
+            (None, _) => {
                 if url.path().is_empty() || url.path() == "/" {
                     return Err(bad(
                         "no socket path: expected unix:///path/to/redis.sock?key=NAME".into(),
@@ -556,12 +838,12 @@ impl RedisTarget {
                 }
                 (RedisAddr::Unix(PathBuf::from(url.path())), None)
             }
-            other => {
-                return Err(bad(format!(
-                    "unsupported scheme {other:?}: use redis://, rediss:// (TLS) or unix://"
-                )))
-            }
         };
+        if sentinel_user.is_some() && !matches!(addr, RedisAddr::Sentinel { .. }) {
+            return Err(bad(
+                "sentinel_user= needs sentinel_password= and a redis+sentinel:// URI".into(),
+            ));
+        }
         let db = match path_db.or(db_q) {
             None => 0,
             Some(s) => s
@@ -570,19 +852,68 @@ impl RedisTarget {
                 .filter(|d| *d >= 0)
                 .ok_or_else(|| bad(format!("database must be a number >= 0, found {s:?}")))?,
         };
+        let sources: Vec<SourceSpec> = keys
+            .into_iter()
+            .map(|k| SourceSpec {
+                name: k.clone(),
+                key: k,
+                storage,
+            })
+            .collect();
         Ok(RedisTarget {
             addr,
             db,
             username,
             password,
-            key,
+            key: sources.first().map(|s| s.key.clone()).unwrap_or_default(),
+            sources,
+            storage,
             tls: RedisTls::default(),
         })
     }
 
-    /// The keyspace-notification channel for the key.
+    /// Adds a `--source`; names and keys must stay unique.
+    pub fn add_source(&mut self, spec: SourceSpec) -> Result<(), ConfigError> {
+        if let Some(s) = self.sources.iter().find(|s| s.name == spec.name) {
+            return Err(ConfigError::Invalid(format!(
+                "source name {:?} is used twice (key {:?} and key {:?}); names must be unique",
+                spec.name, s.key, spec.key
+            )));
+        }
+        if let Some(s) = self.sources.iter().find(|s| s.key == spec.key) {
+            return Err(ConfigError::Invalid(format!(
+                "key {:?} is given to two sources ({:?} and {:?}); give it once",
+                spec.key, s.name, spec.name
+            )));
+        }
+        if self.sources.is_empty() {
+            self.key = spec.key.clone();
+        }
+        self.sources.push(spec);
+        Ok(())
+    }
+
+    /// The same credentials and TLS settings, for one node at `host:port` (a resolved
+    /// Sentinel master or Cluster slot owner).
+    pub fn at_node(&self, host: &str, port: u16) -> RedisTarget {
+        RedisTarget {
+            addr: RedisAddr::Tcp {
+                host: host.to_string(),
+                port,
+                tls: self.addr.is_tls(),
+            },
+            ..self.clone()
+        }
+    }
+
+    /// The keyspace-notification channel for a key.
+    pub fn channel_of(&self, key: &str) -> String {
+        format!("__keyspace@{}__:{}", self.db, key)
+    }
+
+    /// The keyspace-notification channel for the first key.
     pub fn keyspace_channel(&self) -> String {
-        format!("__keyspace@{}__:{}", self.db, self.key)
+        self.channel_of(&self.key)
     }
 
     /// Connection settings for redis-rs. RESP3, so one connection carries commands and
@@ -606,6 +937,12 @@ impl RedisTarget {
                 tls_params: None,
             },
             RedisAddr::Unix(p) => redis::ConnectionAddr::Unix(p.clone()),
+            RedisAddr::Sentinel { .. } | RedisAddr::Cluster { .. } => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "a redis+sentinel:// or redis+cluster:// target is resolved to one node before connecting",
+                )))
+            }
         };
         let mut settings = redis::RedisConnectionInfo::default()
             .set_db(self.db)
@@ -659,7 +996,7 @@ impl RedisTarget {
     /// (so a rotated client certificate is used from the next connection on).
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
         let info = self.connection_info()?;
-        let is_tls = matches!(self.addr, RedisAddr::Tcp { tls: true, .. });
+        let is_tls = self.addr.is_tls();
         if !is_tls || (self.tls.ca.is_none() && self.tls.client.is_none()) {
             return redis::Client::open(info);
         }
@@ -756,6 +1093,134 @@ mod tests {
         let t = p("unix:///run/redis/redis.sock?db=3&key=flags&password=pw");
         assert_eq!(t.addr, RedisAddr::Unix("/run/redis/redis.sock".into()));
         assert_eq!((t.db, t.password.as_deref()), (3, Some("pw")));
+    }
+
+    #[test]
+    fn several_keys_sentinel_and_cluster_uris() {
+        let t = p("redis://h:1/0?key=a&key=b&type=hash");
+        let names: Vec<_> = t
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.key.as_str(), s.storage))
+            .collect();
+        assert_eq!(
+            names,
+            [("a", "a", Storage::Hash), ("b", "b", Storage::Hash)]
+        );
+        assert_eq!(t.key, "a");
+        assert_eq!(t.to_string(), "redis://h:1/0?key=a&key=b&type=hash");
+
+        let t = p("redis+sentinel://:pw@s1:26380,s2,[::1]:26381/mymaster/2?key=flags&sentinel_password=spw");
+        assert_eq!(
+            t.addr,
+            RedisAddr::Sentinel {
+                sentinels: vec![
+                    ("s1".into(), 26380),
+                    ("s2".into(), 26379),
+                    ("::1".into(), 26381)
+                ],
+                master: "mymaster".into(),
+                tls: false,
+                auth: Some((None, "spw".into())),
+            }
+        );
+        assert_eq!((t.db, t.password.as_deref()), (2, Some("pw")));
+        let shown = t.to_string();
+        assert!(!shown.contains("pw@") && !shown.contains("spw"), "{shown}");
+        assert_eq!(
+            shown,
+            "redis+sentinel://:***@s1:26380,s2:26379,[::1]:26381/mymaster/2?key=flags&sentinel_password=***"
+        );
+        let node = t.at_node("10.0.0.5", 6380);
+        assert_eq!(node.to_string(), "redis://:***@10.0.0.5:6380/2?key=flags");
+
+        let t = p("rediss+cluster://n1:7000,n2:7001/?key={flags}:a&key={flags}:b");
+        assert_eq!(
+            t.addr,
+            RedisAddr::Cluster {
+                seeds: vec![("n1".into(), 7000), ("n2".into(), 7001)],
+                tls: true
+            }
+        );
+        assert!(t.at_node("n3", 7002).addr.is_tls());
+        assert_eq!(t.sources.len(), 2);
+        assert!(e("redis+cluster://n1:7000/3?key=f").contains("database 0 only"));
+        assert!(e("redis+sentinel://s1:26379/?key=f").contains("no master name"));
+        assert!(e("redis+sentinel://s1:x/m?key=f").contains("not a valid port"));
+        assert!(e("redis://h/0?key=a&key=a").contains("twice"));
+        assert!(e("redis://h/0?key=a&type=list").contains("type=hash"));
+    }
+
+    #[test]
+    fn sources_from_flags() {
+        let c = config_with(
+            &[
+                "--redis-uri",
+                "redis://h/0",
+                "--source",
+                "team-a=flags:a",
+                "--source",
+                "team-b=flags:b;type=hash",
+            ],
+            &[],
+        )
+        .unwrap();
+        let got: Vec<_> = c
+            .redis
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.key.as_str(), s.storage))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("team-a", "flags:a", Storage::String),
+                ("team-b", "flags:b", Storage::Hash)
+            ]
+        );
+        let c = config_with(
+            &[
+                "--redis-uri",
+                "redis://h/0?key=base",
+                "--source",
+                "x=k1,y=k2",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.redis
+                .sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["base", "x", "y"]
+        );
+        for (args, want) in [
+            (vec!["--redis-uri", "redis://h/0"], "no key"),
+            (
+                vec!["--redis-uri", "redis://h/0?key=k", "--source", "other=k"],
+                "given to two sources",
+            ),
+            (
+                vec![
+                    "--redis-uri",
+                    "redis://h/0",
+                    "--source",
+                    "a=k1",
+                    "--source",
+                    "a=k2",
+                ],
+                "used twice",
+            ),
+            (
+                vec!["--redis-uri", "redis://h/0", "--source", "nokey"],
+                "NAME=KEY",
+            ),
+        ] {
+            let err = config_with(&args, &[]).unwrap_err().to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
     }
 
     #[test]

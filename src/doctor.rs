@@ -260,7 +260,9 @@ pub async fn check_with_timeout(
         .set_response_timeout(Some(timeout))
         .set_push_sender(push_tx);
     let connected = async {
-        target
+        crate::source::topology::resolve(target, &target.key, timeout)
+            .await?
+            .node
             .client()?
             .get_multiplexed_async_connection_with_config(&config)
             .await
@@ -784,6 +786,10 @@ fn auth(target: &RedisTarget) -> Finding {
 fn tls(target: &RedisTarget) -> Finding {
     const C: &str = "tls";
     match &target.addr {
+        // The same judgement as for the node they lead to.
+        RedisAddr::Sentinel { sentinels: n, .. } | RedisAddr::Cluster { seeds: n, .. } => {
+            tls(&target.at_node(&n[0].0, n[0].1))
+        }
         RedisAddr::Tcp { tls: true, .. } if target.tls.insecure => Finding::warn(
             C,
             "TLS, but the server's certificate is not verified (--redis-tls-insecure): anyone on the \

@@ -129,6 +129,81 @@ fn token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
+impl Document {
+    /// A document from an already validated value (the merge of validated sources).
+    pub fn from_value(value: Value) -> Self {
+        let canonical = serde_json::to_string(&value).expect("a Value always serialises");
+        let flag_count = value
+            .get("flags")
+            .and_then(Value::as_object)
+            .map_or(0, |m| m.len());
+        Document {
+            digest: Digest::of(canonical.as_bytes()),
+            canonical,
+            value,
+            flag_count,
+        }
+    }
+}
+
+/// Hash fields that are not flags: the document's `$evaluators` and `metadata`.
+pub const HASH_EVALUATORS_FIELD: &str = "$evaluators";
+pub const HASH_METADATA_FIELD: &str = "$metadata";
+
+/// Reads a hash-stored source (`type=hash`): `fields` is the JSON array
+/// `[field, value, field, value, …]` of HGETALL. Each field is a flag (its value the
+/// flag's JSON), except `$evaluators` and `$metadata`; the assembled document is then
+/// validated like any other.
+pub fn parse_hash(fields: &[u8], opts: &Options) -> Result<Document, DocumentError> {
+    let items: Vec<String> =
+        serde_json::from_slice(fields).map_err(|e| DocumentError::NotJson {
+            message: format!("hash fields could not be read: {}", json_message(&e)),
+            line: e.line(),
+            column: e.column(),
+            pointer: String::new(),
+        })?;
+    let mut flags = serde_json::Map::new();
+    let mut doc = serde_json::Map::new();
+    for pair in items.chunks(2) {
+        let [field, text] = pair else {
+            return Err(shape("", "hash reply has an odd number of items"));
+        };
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            shape(
+                format!("/flags/{}", token(field)),
+                format!(
+                    "hash field {field:?} is not valid JSON: {} at line {} column {}",
+                    json_message(&e),
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        match field.as_str() {
+            HASH_EVALUATORS_FIELD => {
+                doc.insert("$evaluators".into(), value);
+            }
+            HASH_METADATA_FIELD => {
+                doc.insert("metadata".into(), value);
+            }
+            f if f.starts_with('$') => {
+                return Err(shape(
+                    "",
+                    format!(
+                        "hash field {f:?}: fields starting with $ are reserved ($evaluators, $metadata)"
+                    ),
+                ))
+            }
+            _ => {
+                flags.insert(field.clone(), value);
+            }
+        }
+    }
+    doc.insert("flags".into(), Value::Object(flags));
+    let bytes = serde_json::to_vec(&Value::Object(doc)).expect("a Value always serialises");
+    parse(&bytes, opts)
+}
+
 /// Reads, validates and canonicalises a flag document.
 pub fn parse(bytes: &[u8], opts: &Options) -> Result<Document, DocumentError> {
     if bytes.len() > opts.max_bytes {
@@ -496,6 +571,57 @@ mod tests {
     }
 
     const FLAG: &str = r#"{"flags":{"a":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}}}"#;
+
+    #[test]
+    fn a_hash_of_flags_assembles_into_the_same_document() {
+        let flag =
+            r#"{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}"#;
+        let fields = serde_json::to_vec(&["a", flag]).unwrap();
+        assert_eq!(
+            parse_hash(&fields, &Options::default()).unwrap().digest,
+            ok(FLAG).digest
+        );
+
+        let fields = serde_json::to_vec(&[
+            "a",
+            flag,
+            "$evaluators",
+            r#"{"e":{"in":["x","y"]}}"#,
+            "$metadata",
+            r#"{"flagSetId":"s"}"#,
+        ])
+        .unwrap();
+        let d = parse_hash(&fields, &Options::default()).unwrap();
+        assert_eq!(d.value["metadata"]["flagSetId"], "s");
+        assert_eq!(d.value["$evaluators"]["e"]["in"][0], "x");
+        assert_eq!(d.flag_count, 1);
+    }
+
+    #[test]
+    fn a_bad_hash_field_is_named() {
+        let fields = serde_json::to_vec(&[
+            "good",
+            r#"{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a"}"#,
+            "bad",
+            "{nope",
+        ])
+        .unwrap();
+        let e = parse_hash(&fields, &Options::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("/flags/bad") && e.to_string().contains("\"bad\""),
+            "{e}"
+        );
+        let fields = serde_json::to_vec(&["$schema", "{}"]).unwrap();
+        assert!(parse_hash(&fields, &Options::default())
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
+        let fields = serde_json::to_vec(&["x", r#"{"state":"ENABLED"}"#]).unwrap();
+        assert!(parse_hash(&fields, &Options::default())
+            .unwrap_err()
+            .to_string()
+            .contains("/flags/x"));
+    }
 
     #[test]
     fn key_order_and_whitespace_do_not_change_the_digest() {

@@ -122,7 +122,7 @@ impl SyncService {
                         },
                     },
                 };
-                let view = snap.view(&st.selector, &st.hub.source, st.hub.context.as_ref());
+                let view = snap.view(&st.hub, &st.selector);
                 if st.last == Some(view.digest) {
                     continue;
                 }
@@ -138,10 +138,7 @@ impl SyncService {
             .hub
             .current()
             .ok_or_else(|| Status::unavailable("no flag document loaded yet"))?;
-        Ok(snap
-            .view(&selector, &self.hub.source, None)
-            .json
-            .to_string())
+        Ok(snap.view(&self.hub, &selector).json.to_string())
     }
 }
 

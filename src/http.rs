@@ -31,6 +31,9 @@ struct Readiness {
     redis_error: Option<String>,
     trigger: Trigger,
     key: KeyState,
+    /// Each source's key state, when there are several sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sources: Option<std::collections::BTreeMap<String, KeyState>>,
     document: Option<DocumentInfo>,
     streams: i64,
     /// Production-readiness findings about Redis (see docs/doctor.md).
@@ -64,7 +67,7 @@ async fn readyz(State(m): State<Mgmt>) -> impl IntoResponse {
             .unwrap_or_default()
             .as_secs_f64(),
     });
-    let ready = document.is_some() && m.status.grpc_listening() && !m.status.shutting_down();
+    let ready = m.hub.ready() && m.status.grpc_listening() && !m.status.shutting_down();
     let body = Readiness {
         ready,
         shutting_down: m.status.shutting_down(),
@@ -73,6 +76,7 @@ async fn readyz(State(m): State<Mgmt>) -> impl IntoResponse {
         redis_error: s.redis_error,
         trigger: s.trigger,
         key: s.key,
+        sources: (s.sources.len() > 1).then_some(s.sources),
         document,
         streams: m.status.streams(),
         findings: s.findings,

@@ -1,18 +1,22 @@
 //! The latest snapshot and its broadcast fan-out.
 //!
-//! One writer (the watcher) publishes; any number of streams read. A stream subscribes
-//! to the broadcast **before** it reads the current snapshot, so no change can fall
-//! between the two; it then drops anything whose digest it already sent. The broadcast
-//! buffer is tiny on purpose: a lagging stream only ever wants the newest snapshot, and
-//! skips straight to it (see [`Hub::newest`]).
+//! Writers (the watchers) publish each source's newest document; the hub merges the
+//! sources into one snapshot and announces it. Any number of streams read. A stream
+//! subscribes to the broadcast **before** it reads the current snapshot, so no change can
+//! fall between the two; it then drops anything whose digest it already sent, so a change
+//! in one source reaches only the streams whose selection changed. The broadcast buffer
+//! is tiny on purpose: a lagging stream only ever wants the newest snapshot, and skips
+//! straight to it (see [`Hub::newest`]).
 
 use crate::flags::{Digest, Document};
 use crate::selector::Selector;
 use crate::wire::{encode_responses, EncodedLegacySyncFlagsResponse, EncodedSyncFlagsResponse};
-use std::collections::HashMap;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 use tokio::sync::broadcast;
+use tracing::{info, warn};
 
 /// Slots in the broadcast ring. Each holds an `Arc`, and a stream that falls behind
 /// skips to the newest, so a few are enough; more would only keep old documents alive.
@@ -31,49 +35,63 @@ pub struct View {
     pub legacy: EncodedLegacySyncFlagsResponse,
 }
 
-/// A published flag document.
+/// One source's newest valid document, with its view encoded once (shared by every
+/// snapshot until the source changes).
+#[derive(Debug)]
+pub struct SourceDoc {
+    pub doc: Arc<Document>,
+    pub view: Arc<View>,
+}
+
+/// A published state of every source.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// The validated document.
-    pub doc: Document,
+    /// What a client without a selector gets: the sources merged (with one source, that
+    /// source's document itself).
+    pub doc: Arc<Document>,
     /// When it was published.
     pub published_at: SystemTime,
-    /// The whole document, encoded at publish time (the common case needs no lock).
+    /// The whole merged document, encoded at publish time (the common case needs no lock).
     pub all: Arc<View>,
+    /// Each source's document, in source order (`None`: not loaded yet).
+    sources: Vec<Option<Arc<SourceDoc>>>,
     /// Other selections, encoded on first use.
     filtered: Mutex<HashMap<Selector, Arc<View>>>,
 }
 
 impl Snapshot {
     /// The view for a selector: computed once per snapshot, then shared.
-    pub fn view(
-        &self,
-        selector: &Selector,
-        source: &str,
-        ctx: Option<&prost_types::Struct>,
-    ) -> Arc<View> {
-        if selects_whole(selector, source) {
-            return self.all.clone();
+    pub fn view(&self, hub: &Hub, selector: &Selector) -> Arc<View> {
+        match selector {
+            Selector::All => return self.all.clone(),
+            Selector::Source(name) => match hub.names.iter().position(|n| n == name) {
+                // One source: its document is the merged one (also when it came from the
+                // snapshot file, before the first read).
+                Some(_) if hub.names.len() == 1 => return self.all.clone(),
+                Some(i) => {
+                    if let Some(Some(s)) = self.sources.get(i) {
+                        return s.view.clone();
+                    }
+                }
+                None => {}
+            },
+            Selector::FlagSet(_) => {}
         }
         let mut cache = self.filtered.lock().expect("view cache poisoned");
         cache
             .entry(selector.clone())
             .or_insert_with(|| {
-                let value = selector
-                    .apply(&self.doc.value, source)
-                    .unwrap_or_else(|| self.doc.value.clone());
+                let value = match selector {
+                    Selector::FlagSet(want) => {
+                        crate::selector::flag_set(&self.doc.value, want.as_deref())
+                    }
+                    // A source that is unknown or not loaded: an empty set, not an error.
+                    _ => serde_json::json!({ "flags": {} }),
+                };
                 let json = serde_json::to_string(&value).expect("a Value always serialises");
-                Arc::new(make_view(json, ctx))
+                Arc::new(make_view(json, hub.context.as_ref()))
             })
             .clone()
-    }
-}
-
-fn selects_whole(selector: &Selector, source: &str) -> bool {
-    match selector {
-        Selector::All => true,
-        Selector::Source(s) => s == source,
-        Selector::FlagSet(_) => false,
     }
 }
 
@@ -87,6 +105,17 @@ fn make_view(json: String, ctx: Option<&prost_types::Struct>) -> View {
     }
 }
 
+/// A view of a validated document (its canonical JSON is already at hand).
+fn doc_view(doc: &Document, ctx: Option<&prost_types::Struct>) -> Arc<View> {
+    let (v1, legacy) = encode_responses(&doc.canonical, ctx);
+    Arc::new(View {
+        digest: doc.digest,
+        json: doc.canonical.as_str().into(),
+        v1,
+        legacy,
+    })
+}
+
 /// The current snapshot and the channel that announces new ones.
 #[derive(Debug)]
 pub struct Hub {
@@ -96,43 +125,120 @@ pub struct Hub {
     /// to one: freeing a large document (its parsed tree) takes milliseconds, and the
     /// ring frees inside `send`, before it wakes any stream. Freed after the send instead.
     retired: Mutex<std::collections::VecDeque<Arc<Snapshot>>>,
+    /// Serialises publishers (one watcher per Cluster slot may publish concurrently).
+    publishing: Mutex<Vec<Option<Arc<SourceDoc>>>>,
+    /// Flag names defined by more than one source at the last merge, to log changes once.
+    clashes: Mutex<BTreeMap<String, Vec<String>>>,
+    /// The current snapshot came from the snapshot file: it is served until every
+    /// source has been read (a partial merge would drop flags it holds).
+    preloaded: std::sync::atomic::AtomicBool,
     /// Static sync context sent with every stream message.
     pub context: Option<prost_types::Struct>,
-    /// The name of the single source (the Redis key), for `source=` selectors.
-    pub source: String,
+    /// Source names in precedence order (later wins a flag-name clash).
+    pub names: Vec<String>,
 }
 
 impl Hub {
-    pub fn new(source: String, context: Option<prost_types::Struct>) -> Self {
+    pub fn new(names: Vec<String>, context: Option<prost_types::Struct>) -> Self {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         Hub {
             tx,
             current: RwLock::new(None),
             retired: Mutex::new(std::collections::VecDeque::new()),
+            publishing: Mutex::new(vec![None; names.len()]),
+            clashes: Mutex::new(BTreeMap::new()),
+            preloaded: Default::default(),
             context,
-            source,
+            names,
         }
     }
 
-    /// Publishes a document unless its digest equals the current one. Returns whether
-    /// it was published. Called by one task only (the watcher).
+    /// Publishes the only source's document (single-source services and tests).
     pub fn publish(&self, doc: Document) -> bool {
-        if self.current().is_some_and(|c| c.doc.digest == doc.digest) {
-            return false;
+        !self.publish_sources(vec![(0, doc)]).is_empty()
+    }
+
+    /// Publishes new documents of some sources as one snapshot (so a batch of changes
+    /// reaches clients as one message). Sources whose content did not change are
+    /// skipped; returns the indexes that changed (nothing is announced if none did).
+    pub fn publish_sources(&self, updates: Vec<(usize, Document)>) -> Vec<usize> {
+        let mut sources = self.publishing.lock().expect("hub lock poisoned");
+        let mut changed = Vec::new();
+        for (i, doc) in updates {
+            if sources[i]
+                .as_ref()
+                .is_some_and(|s| s.doc.digest == doc.digest)
+            {
+                continue;
+            }
+            let view = doc_view(&doc, self.context.as_ref());
+            sources[i] = Some(Arc::new(SourceDoc {
+                doc: Arc::new(doc),
+                view,
+            }));
+            changed.push(i);
         }
-        let (v1, legacy) = encode_responses(&doc.canonical, self.context.as_ref());
-        let all = Arc::new(View {
-            digest: doc.digest,
-            json: doc.canonical.as_str().into(),
-            v1,
-            legacy,
-        });
-        let snap = Arc::new(Snapshot {
+        if changed.is_empty() {
+            return changed;
+        }
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.preloaded.load(SeqCst) {
+            if sources.iter().any(Option::is_none) {
+                return changed;
+            }
+            self.preloaded.store(false, SeqCst);
+        }
+        let (doc, all) = if self.names.len() == 1 {
+            let only = sources[0].as_ref().expect("just published");
+            (only.doc.clone(), only.view.clone())
+        } else {
+            let doc = Arc::new(self.merge(&sources));
+            let view = doc_view(&doc, self.context.as_ref());
+            (doc, view)
+        };
+        self.announce(Snapshot {
             doc,
             published_at: SystemTime::now(),
             all,
+            sources: sources.clone(),
             filtered: Mutex::new(HashMap::new()),
         });
+        changed
+    }
+
+    /// Serves a document from the snapshot file until the sources are read.
+    pub fn preload(&self, doc: Document) {
+        let doc = Arc::new(doc);
+        let all = doc_view(&doc, self.context.as_ref());
+        self.announce(Snapshot {
+            doc,
+            published_at: SystemTime::now(),
+            all,
+            sources: vec![None; self.names.len()],
+            filtered: Mutex::new(HashMap::new()),
+        });
+        self.preloaded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether every source has a document.
+    pub fn complete(&self) -> bool {
+        self.publishing
+            .lock()
+            .expect("hub lock poisoned")
+            .iter()
+            .all(Option::is_some)
+    }
+
+    /// Readiness as far as flags go: every source is loaded, or the snapshot file is
+    /// served until they are.
+    pub fn ready(&self) -> bool {
+        self.current().is_some()
+            && (self.complete() || self.preloaded.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn announce(&self, snap: Snapshot) {
+        let snap = Arc::new(snap);
         // Current first, then announce: a stream that subscribed before the send but
         // read `current` after this line sees the new snapshot either way.
         *self.current.write().expect("hub lock poisoned") = Some(snap.clone());
@@ -143,7 +249,68 @@ impl Hub {
         while retired.len() > BROADCAST_CAPACITY + 1 {
             retired.pop_front();
         }
-        true
+    }
+
+    /// Merges the loaded sources in order: a later source's flag (or evaluator) replaces
+    /// an earlier one of the same name, as flagd does. Each flag keeps its source's
+    /// document-level metadata (flagSetId…) in its own metadata (its own keys win), so
+    /// `flagSetId` selectors work on the merged document.
+    fn merge(&self, sources: &[Option<Arc<SourceDoc>>]) -> Document {
+        let mut flags = Map::new();
+        let mut evaluators = Map::new();
+        let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, source) in self.names.iter().zip(sources) {
+            let Some(source) = source else { continue };
+            let value = &source.doc.value;
+            let set_meta = value.get("metadata").and_then(Value::as_object);
+            if let Some(map) = value.get("flags").and_then(Value::as_object) {
+                for (key, flag) in map {
+                    let mut flag = flag.clone();
+                    if let (Some(set_meta), Some(f)) = (set_meta, flag.as_object_mut()) {
+                        let meta = f
+                            .entry("metadata")
+                            .or_insert_with(|| Value::Object(Map::new()));
+                        if let Some(meta) = meta.as_object_mut() {
+                            for (k, v) in set_meta {
+                                meta.entry(k.clone()).or_insert_with(|| v.clone());
+                            }
+                        }
+                    }
+                    flags.insert(key.clone(), flag);
+                    owners.entry(key.clone()).or_default().push(name.clone());
+                }
+            }
+            if let Some(map) = value.get("$evaluators").and_then(Value::as_object) {
+                for (k, v) in map {
+                    evaluators.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        owners.retain(|_, names| names.len() > 1);
+        self.log_clashes(owners);
+        let mut out = Map::new();
+        out.insert("flags".into(), Value::Object(flags));
+        if !evaluators.is_empty() {
+            out.insert("$evaluators".into(), Value::Object(evaluators));
+        }
+        Document::from_value(Value::Object(out))
+    }
+
+    /// Logs flag names that became (or stopped being) defined by several sources.
+    fn log_clashes(&self, now: BTreeMap<String, Vec<String>>) {
+        let mut before = self.clashes.lock().expect("hub lock poisoned");
+        for (flag, names) in &now {
+            if before.get(flag) != Some(names) {
+                warn!(flag = %flag, sources = ?names, served_from = %names.last().expect("two or more"),
+                    "flag defined by several sources; the last source's definition is served (later sources win, as in flagd)");
+            }
+        }
+        for flag in before.keys() {
+            if !now.contains_key(flag) {
+                info!(flag = %flag, "flag no longer defined by several sources");
+            }
+        }
+        *before = now;
     }
 
     /// The latest snapshot, if any document was loaded.
@@ -181,16 +348,37 @@ mod tests {
     use super::*;
     use crate::flags::{parse, Options};
 
+    fn doc_with(json: &str) -> Document {
+        parse(json.as_bytes(), &Options::default()).unwrap()
+    }
+
     fn doc(v: &str) -> Document {
-        let s = format!(
-            r#"{{"flags":{{"f":{{"state":"ENABLED","variants":{{"v":"{v}"}},"defaultVariant":"v"}}}}}}"#
-        );
-        parse(s.as_bytes(), &Options::default()).unwrap()
+        flag_doc("f", v, "")
+    }
+
+    fn flag_doc(name: &str, v: &str, set: &str) -> Document {
+        let meta = if set.is_empty() {
+            String::new()
+        } else {
+            format!(r#","metadata":{{"flagSetId":"{set}"}}"#)
+        };
+        doc_with(&format!(
+            r#"{{"flags":{{"{name}":{{"state":"ENABLED","variants":{{"v":"{v}"}},"defaultVariant":"v"}}}}{meta}}}"#
+        ))
+    }
+
+    fn flag_names(view: &View) -> Vec<String> {
+        let v: Value = serde_json::from_str(&view.json).unwrap();
+        v["flags"].as_object().unwrap().keys().cloned().collect()
+    }
+
+    fn one() -> Hub {
+        Hub::new(vec!["flags".into()], None)
     }
 
     #[test]
     fn identical_content_is_published_once() {
-        let hub = Hub::new("flags".into(), None);
+        let hub = one();
         let mut rx = hub.subscribe();
         assert!(hub.publish(doc("a")));
         assert!(!hub.publish(doc("a")));
@@ -202,7 +390,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lagging_receiver_skips_to_the_newest() {
-        let hub = Hub::new("flags".into(), None);
+        let hub = one();
         let mut rx = hub.subscribe();
         for i in 0..(BROADCAST_CAPACITY * 3) {
             hub.publish(doc(&i.to_string()));
@@ -213,20 +401,85 @@ mod tests {
 
     #[test]
     fn views_are_shared_per_selector() {
-        let hub = Hub::new("flags".into(), None);
+        let hub = one();
         hub.publish(doc("a"));
         let snap = hub.current().unwrap();
         let sel = Selector::FlagSet(None);
-        let a = snap.view(&sel, "flags", None);
-        let b = snap.view(&sel, "flags", None);
+        let a = snap.view(&hub, &sel);
+        let b = snap.view(&hub, &sel);
         assert!(Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&snap.view(&hub, &Selector::All), &snap.all));
         assert!(Arc::ptr_eq(
-            &snap.view(&Selector::All, "flags", None),
+            &snap.view(&hub, &Selector::Source("flags".into())),
             &snap.all
         ));
-        assert!(Arc::ptr_eq(
-            &snap.view(&Selector::Source("flags".into()), "flags", None),
-            &snap.all
-        ));
+        // The single source's document is served as is: its digest is the document's.
+        assert_eq!(snap.all.digest, doc("a").digest);
+    }
+
+    #[test]
+    fn sources_merge_in_order_and_select_by_source_and_set() {
+        let hub = Hub::new(vec!["a".into(), "b".into()], None);
+        let changed = hub.publish_sources(vec![
+            (0, doc_with(r#"{"flags":{"x":{"state":"ENABLED","variants":{"v":"from-a"},"defaultVariant":"v"},
+                "only-a":{"state":"ENABLED","variants":{"v":1},"defaultVariant":"v"}},
+                "metadata":{"flagSetId":"team-a"}}"#)),
+            (1, flag_doc("x", "from-b", "team-b")),
+        ]);
+        assert_eq!(changed, [0, 1]);
+        assert!(hub.complete());
+        let snap = hub.current().unwrap();
+        let merged: Value = serde_json::from_str(&snap.all.json).unwrap();
+        // The later source wins the clash; set-level metadata moved onto each flag.
+        assert_eq!(merged["flags"]["x"]["variants"]["v"], "from-b");
+        assert_eq!(merged["flags"]["only-a"]["metadata"]["flagSetId"], "team-a");
+        assert_eq!(
+            flag_names(&snap.view(&hub, &Selector::Source("a".into()))),
+            ["only-a", "x"]
+        );
+        assert_eq!(
+            flag_names(&snap.view(&hub, &Selector::Source("b".into()))),
+            ["x"]
+        );
+        assert!(flag_names(&snap.view(&hub, &Selector::Source("nope".into()))).is_empty());
+        assert_eq!(
+            flag_names(&snap.view(&hub, &Selector::FlagSet(Some("team-a".into())))),
+            ["only-a"]
+        );
+        assert_eq!(
+            flag_names(&snap.view(&hub, &Selector::FlagSet(Some("team-b".into())))),
+            ["x"]
+        );
+    }
+
+    #[test]
+    fn a_change_in_one_source_keeps_the_other_sources_view() {
+        let hub = Hub::new(vec!["a".into(), "b".into()], None);
+        hub.publish_sources(vec![
+            (0, flag_doc("x", "1", "")),
+            (1, flag_doc("y", "1", "")),
+        ]);
+        let before = hub.current().unwrap();
+        assert!(hub.complete());
+        assert_eq!(hub.publish_sources(vec![(1, flag_doc("y", "2", ""))]), [1]);
+        let after = hub.current().unwrap();
+        let a = Selector::Source("a".into());
+        let b = Selector::Source("b".into());
+        assert!(Arc::ptr_eq(&before.view(&hub, &a), &after.view(&hub, &a)));
+        assert_ne!(before.view(&hub, &b).digest, after.view(&hub, &b).digest);
+        assert_ne!(before.all.digest, after.all.digest);
+        // Same content again: nothing is announced.
+        assert!(hub
+            .publish_sources(vec![(1, flag_doc("y", "2", ""))])
+            .is_empty());
+    }
+
+    #[test]
+    fn readiness_needs_every_source() {
+        let hub = Hub::new(vec!["a".into(), "b".into()], None);
+        hub.publish_sources(vec![(0, doc("1"))]);
+        assert!(!hub.complete());
+        // Clients still get what is loaded.
+        assert_eq!(flag_names(&hub.current().unwrap().all), ["f"]);
     }
 }

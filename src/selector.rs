@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 pub enum Selector {
     /// Every flag.
     All,
-    /// The flags of one source (this service has one source per key: the key's name).
+    /// The flags of one source (`source=NAME` or a bare NAME).
     Source(String),
     /// Flags of one flag set; `None` selects flags without a set.
     FlagSet(Option<String>),
@@ -35,41 +35,28 @@ impl Selector {
             },
         }
     }
+}
 
-    /// The part of `doc` (a canonical flag document) this selector selects, or `None`
-    /// when it selects the whole document unchanged.
-    pub fn apply(&self, doc: &Value, source: &str) -> Option<Value> {
-        match self {
-            Selector::All => None,
-            Selector::Source(name) if name == source => None,
-            Selector::Source(_) => Some(serde_json::json!({ "flags": {} })),
-            Selector::FlagSet(want) => {
-                let set_default = doc
-                    .pointer("/metadata/flagSetId")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                let mut out = doc.as_object().cloned().unwrap_or_default();
-                let flags: Map<String, Value> = doc
-                    .get("flags")
-                    .and_then(Value::as_object)
-                    .map(|m| {
-                        m.iter()
-                            .filter(|(_, f)| {
-                                let own = f
-                                    .pointer("/metadata/flagSetId")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string);
-                                own.or_else(|| set_default.clone()) == *want
-                            })
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.insert("flags".into(), Value::Object(flags));
-                Some(Value::Object(out))
-            }
-        }
-    }
+/// The flags of `doc` (a canonical flag document) in flag set `want` (`None`: flags that
+/// belong to no set). A flag's own `metadata.flagSetId` wins over the document's.
+pub fn flag_set(doc: &Value, want: Option<&str>) -> Value {
+    let set_default = doc.pointer("/metadata/flagSetId").and_then(Value::as_str);
+    let mut out = doc.as_object().cloned().unwrap_or_default();
+    let flags: Map<String, Value> = doc
+        .get("flags")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(_, f)| {
+                    let own = f.pointer("/metadata/flagSetId").and_then(Value::as_str);
+                    own.or(set_default) == want
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.insert("flags".into(), Value::Object(flags));
+    Value::Object(out)
 }
 
 #[cfg(test)]
@@ -108,34 +95,13 @@ mod tests {
                 "b": {"state": "ENABLED", "variants": {"x": 1}, "metadata": {"flagSetId": "other"}}
             }
         });
-        let base = Selector::FlagSet(Some("base".into()))
-            .apply(&doc, "k")
-            .unwrap();
-        assert_eq!(
-            base["flags"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .collect::<Vec<_>>(),
-            ["a"]
-        );
-        let other = Selector::FlagSet(Some("other".into()))
-            .apply(&doc, "k")
-            .unwrap();
-        assert_eq!(
-            other["flags"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .collect::<Vec<_>>(),
-            ["b"]
-        );
-        let none = Selector::FlagSet(None).apply(&doc, "k").unwrap();
-        assert!(none["flags"].as_object().unwrap().is_empty());
-        assert_eq!(Selector::Source("k".into()).apply(&doc, "k"), None);
-        assert_eq!(
-            Selector::Source("z".into()).apply(&doc, "k"),
-            Some(json!({"flags": {}}))
-        );
+        let names =
+            |v: Value| -> Vec<String> { v["flags"].as_object().unwrap().keys().cloned().collect() };
+        assert_eq!(names(flag_set(&doc, Some("base"))), ["a"]);
+        assert_eq!(names(flag_set(&doc, Some("other"))), ["b"]);
+        assert!(names(flag_set(&doc, None)).is_empty());
+        assert!(names(flag_set(&doc, Some("nope"))).is_empty());
+        let unset = json!({"flags": {"c": {"state": "ENABLED", "variants": {"x": 1}}}});
+        assert_eq!(names(flag_set(&unset, None)), ["c"]);
     }
 }

@@ -54,7 +54,10 @@ pub struct Snapshot {
     /// The last Redis error, with any credential removed.
     pub redis_error: Option<String>,
     pub trigger: Trigger,
+    /// All sources at a glance: the first refused one, else missing, else unknown, else valid.
     pub key: KeyState,
+    /// Each source's key, by source name.
+    pub sources: std::collections::BTreeMap<String, KeyState>,
     /// The doctor's findings at the last connect (empty until the first check ends).
     pub findings: Vec<crate::doctor::Finding>,
 }
@@ -77,6 +80,7 @@ impl Default for Status {
                 redis_error: None,
                 trigger: Trigger::Unknown,
                 key: KeyState::Unknown,
+                sources: Default::default(),
                 findings: Vec::new(),
             }),
             grpc_listening: AtomicBool::new(false),
@@ -94,6 +98,41 @@ impl Status {
 
     pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
         f(&mut self.inner.lock().expect("status poisoned"));
+    }
+
+    /// Records one source's key state and recomputes the summary in `key`.
+    pub fn set_source(&self, name: &str, state: KeyState) {
+        self.update(|s| {
+            s.sources.insert(name.to_string(), state);
+            let several = s.sources.len() > 1;
+            let states = || s.sources.iter();
+            s.key = if let Some((n, KeyState::Refused(r))) =
+                states().find(|(_, k)| matches!(k, KeyState::Refused(_)))
+            {
+                KeyState::Refused(if several {
+                    format!("source {n}: {r}")
+                } else {
+                    r.clone()
+                })
+            } else if states().any(|(_, k)| *k == KeyState::Missing) {
+                KeyState::Missing
+            } else if states().any(|(_, k)| *k == KeyState::Unknown) {
+                KeyState::Unknown
+            } else {
+                KeyState::Valid
+            };
+        });
+    }
+
+    /// One source's key state.
+    pub fn source(&self, name: &str) -> KeyState {
+        self.inner
+            .lock()
+            .expect("status poisoned")
+            .sources
+            .get(name)
+            .cloned()
+            .unwrap_or(KeyState::Unknown)
     }
 
     pub fn set_grpc_listening(&self) {

@@ -1,14 +1,19 @@
 //! Where payloads come from: one RESP3 connection to Redis that carries the keyspace
-//! subscription (pushes), the reads and the liveness PINGs.
+//! subscriptions (pushes), the reads and the liveness checks, for every source key.
 //!
 //! One session, repeated for as long as the service runs:
-//! 1. connect (with a timeout), merge the needed letters into `notify-keyspace-events`;
-//! 2. SUBSCRIBE to the key's keyspace channel, **then** read the key (a change between
+//! 1. find the node (the URI's, the Sentinel master, the Cluster slot owner: see
+//!    [`topology`]), connect (with a timeout), confirm its role, merge the needed letters
+//!    into `notify-keyspace-events`;
+//! 2. SUBSCRIBE to each key's keyspace channel, **then** read the keys (a change between
 //!    the two is caught either by the event or by the read);
-//! 3. on each event, drain every event already queued and read once (bursts coalesce);
-//!    every `--redis-interval` poll (cheap: a server-side hash, see [`reader`]); PING
-//!    every few seconds so a dead or black-holed connection is noticed;
-//! 4. on any connection error, back off (capped exponential with jitter) and go to 1.
+//! 3. on each event, drain every event already queued and read each key named once
+//!    (bursts coalesce into one snapshot); every `--redis-interval` poll every key
+//!    (cheap: a server-side hash, see [`reader`]); every few seconds check the node
+//!    (PING; ROLE on Sentinel; slot ownership on Cluster) so a dead, black-holed or
+//!    demoted node is noticed;
+//! 4. on any connection error or move, back off (capped exponential with jitter) and go
+//!    to 1.
 //!
 //! Events are hints; the value read is the truth. Every read goes through
 //! [`crate::flags::parse`] and [`crate::hub::Hub::publish`], which drops duplicates.
@@ -16,12 +21,13 @@
 mod backoff;
 mod notify;
 mod reader;
+pub mod topology;
 
 pub use backoff::Backoff;
 /// Which `notify-keyspace-events` letters are missing (for the doctor).
 pub(crate) use notify::merged as notify_merged;
 
-use crate::config::{Config, OnMissingKey, RedisTarget};
+use crate::config::{Config, OnMissingKey, RedisAddr, RedisTarget, SourceSpec, Storage};
 use crate::flags::{self, DocumentError};
 use crate::hub::Hub;
 use crate::status::{KeyState, RedisState, Status, Trigger};
@@ -33,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use topology::Placement;
 use tracing::{debug, error, info, warn};
 
 /// Timeouts and cadences of the Redis session.
@@ -75,13 +82,71 @@ enum SessionError {
     },
     #[error("connection lost")]
     Disconnected,
-    #[error("no reply to PING within {0:?}")]
+    #[error("no reply to the liveness check within {0:?}")]
     PingTimeout(Duration),
+    /// The node stopped being the one to watch (failover, resharding).
+    #[error("{0}")]
+    Moved(String),
 }
 
-/// Watches one key and publishes every valid change into the hub.
+/// One source watched by a [`Watcher`].
+struct Source {
+    /// Its index among all sources (the hub's order).
+    index: usize,
+    spec: SourceSpec,
+    /// Raw-payload digest of the last refused document, so a bad document left in
+    /// Redis is logged once, not at every poll.
+    last_refused: Option<flags::Digest>,
+}
+
+/// The sources' indexes grouped by the connection that watches them: all together,
+/// except on a Cluster, where keys in different hash slots live on different nodes.
+pub fn groups(target: &RedisTarget) -> Vec<Vec<usize>> {
+    let all: Vec<usize> = (0..target.sources.len()).collect();
+    if !matches!(target.addr, RedisAddr::Cluster { .. }) {
+        return vec![all];
+    }
+    let mut by_slot: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+    for i in all {
+        by_slot
+            .entry(key_slot(target.sources[i].key.as_bytes()))
+            .or_default()
+            .push(i);
+    }
+    by_slot.into_values().collect()
+}
+
+/// The Redis Cluster hash slot of a key (CRC16/XMODEM of the key or its `{hash tag}`).
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &b in tagged {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// Watches some source keys on one connection and publishes every valid change.
 pub struct Watcher {
     target: RedisTarget,
+    sources: Vec<Source>,
     hub: Arc<Hub>,
     status: Arc<Status>,
     metrics: Metrics,
@@ -90,9 +155,6 @@ pub struct Watcher {
     on_missing: OnMissingKey,
     /// Saves accepted documents (`--snapshot-path`).
     snapshot: Option<tokio::sync::watch::Sender<Option<Arc<str>>>>,
-    /// Raw-payload digest of the last refused document, so a bad document left in
-    /// Redis is logged once, not at every poll.
-    last_refused: Option<flags::Digest>,
     /// Warn about a refused CONFIG only once per process.
     config_warned: bool,
     /// Warn about refused CLIENT TRACKING only once per process.
@@ -100,9 +162,25 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(cfg: &Config, hub: Arc<Hub>, status: Arc<Status>, metrics: Metrics) -> Self {
+    /// A watcher for the sources at `indexes` (see [`groups`]).
+    pub fn new(
+        cfg: &Config,
+        indexes: Vec<usize>,
+        hub: Arc<Hub>,
+        status: Arc<Status>,
+        metrics: Metrics,
+    ) -> Self {
+        let sources = indexes
+            .into_iter()
+            .map(|index| Source {
+                index,
+                spec: cfg.redis.sources[index].clone(),
+                last_refused: None,
+            })
+            .collect();
         Watcher {
             target: cfg.redis.clone(),
+            sources,
             hub,
             status,
             metrics,
@@ -110,7 +188,6 @@ impl Watcher {
             timing: Timing::from_config(cfg),
             on_missing: cfg.on_missing_key,
             snapshot: cfg.snapshot_path.clone().map(crate::snapshot::spawn_writer),
-            last_refused: None,
             config_warned: false,
             tracking_warned: false,
         }
@@ -137,10 +214,13 @@ impl Watcher {
                 s.redis_error = Some(message.clone());
             });
             let delay = backoff.next_delay();
-            if was_connected {
-                warn!(error = %message, retry_in_ms = delay.as_millis() as u64, "redis connection lost; serving the last good flags and reconnecting");
+            let retry_in_ms = delay.as_millis() as u64;
+            if let SessionError::Moved(_) = e {
+                info!(reason = %message, retry_in_ms, "the flag keys' node changed (failover or resharding); finding it again");
+            } else if was_connected {
+                warn!(error = %message, retry_in_ms, "redis connection lost; serving the last good flags and reconnecting");
             } else {
-                warn!(error = %message, retry_in_ms = delay.as_millis() as u64, "cannot connect to redis; retrying");
+                warn!(error = %message, retry_in_ms, "cannot connect to redis; retrying");
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -151,27 +231,50 @@ impl Watcher {
     }
 
     async fn session(&mut self, backoff: &mut Backoff) -> Result<(), SessionError> {
+        let first_key = self.sources[0].spec.key.clone();
+        let resolved = topology::resolve(&self.target, &first_key, self.timing.timeout)
+            .await
+            .map_err(|source| SessionError::Connect {
+                hint: String::new(),
+                source,
+            })?;
+        let node = resolved.node;
+        let placement = resolved.placement;
         let (push_tx, mut pushes) = mpsc::unbounded_channel();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timing.timeout))
             .set_response_timeout(Some(self.timing.timeout))
             .set_push_sender(push_tx);
-        let client = self.target.client()?;
+        let client = node.client()?;
         let mut con = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|source| SessionError::Connect {
-                hint: self.target.connect_hint(&source, self.timing.timeout),
+                hint: node.connect_hint(&source, self.timing.timeout),
                 source,
             })?;
+        self.check_placement(&placement, &mut con).await?;
 
-        let mut trigger = notify::ensure(&mut con, &self.timing, &mut self.config_warned).await;
-        let channel = self.target.keyspace_channel();
-        con.subscribe(&channel).await?;
+        let needed = if self.sources.iter().any(|s| s.spec.storage == Storage::Hash) {
+            notify::NEEDED_HASH
+        } else {
+            notify::NEEDED
+        };
+        let mut trigger =
+            notify::ensure(&mut con, &self.timing, needed, &mut self.config_warned).await;
+        let channels: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| node.channel_of(&s.spec.key))
+            .collect();
+        for channel in &channels {
+            con.subscribe(channel).await?;
+        }
         if trigger != Trigger::Keyspace {
-            // Needs no CONFIG: invalidations for every write to keys with this prefix
-            // (other keys sharing it cost a cheap hash read), and FLUSHALL too.
-            if notify::track(&mut con, &self.target.key, &mut self.tracking_warned).await {
+            // Needs no CONFIG: invalidations for every write to keys with these prefixes
+            // (other keys sharing one cost a cheap hash read), and FLUSHALL too.
+            let keys: Vec<&str> = self.sources.iter().map(|s| s.spec.key.as_str()).collect();
+            if notify::track(&mut con, &keys, &mut self.tracking_warned).await {
                 trigger = Trigger::Tracking;
             }
         }
@@ -181,19 +284,31 @@ impl Watcher {
             s.trigger = trigger;
         });
         self.metrics.redis_up.record(1, &[]);
-        info!(channel = %channel, trigger = ?trigger, "connected to redis and subscribed");
+        info!(node = %node, channels = ?channels, trigger = ?trigger, "connected to redis and subscribed");
         backoff.reset();
         // Production-readiness checks on this connection, in the background; they end with the session.
         let _doctor = crate::doctor::spawn_session_checks(
             &con,
-            &self.target,
+            &node,
             self.documents,
             &self.status,
             &self.metrics,
         );
 
-        let mut reader = Reader::new(self.target.key.clone());
-        self.read(&mut con, &mut reader, None).await?;
+        let mut readers: Vec<Reader> = self
+            .sources
+            .iter()
+            .map(|s| Reader::new(s.spec.key.clone(), s.spec.storage))
+            .collect();
+        let everything: Vec<usize> = (0..self.sources.len()).collect();
+        self.read(&mut con, &mut readers, &everything, &placement, None)
+            .await?;
+
+        // Sentinel's failover announcement, as a hint to move at once.
+        let (_hint_con, mut hints) = match placement.switch_hint(self.timing.timeout).await {
+            Some((c, rx)) => (Some(c), Some(rx)),
+            None => (None, None),
+        };
 
         let start = tokio::time::Instant::now();
         let mut poll = tokio::time::interval_at(start + self.timing.poll, self.timing.poll);
@@ -206,119 +321,232 @@ impl Watcher {
                 push = pushes.recv() => {
                     let Some(push) = push else { return Err(SessionError::Disconnected) };
                     let seen = Instant::now();
-                    let mut event = false;
-                    // Coalesce: everything already queued is covered by one read.
+                    let mut dirty = vec![false; self.sources.len()];
+                    // Coalesce: everything already queued is covered by one read per key.
                     let mut next = Some(push);
                     while let Some(p) = next {
                         match p.kind {
                             PushKind::Disconnection => return Err(SessionError::Disconnected),
-                            PushKind::Message | PushKind::Invalidate => {
+                            PushKind::Message => {
                                 self.metrics.notifications.add(1, &[]);
-                                event = true;
+                                let channel = p.data.first().and_then(string_of);
+                                for (i, c) in channels.iter().enumerate() {
+                                    if channel.as_deref() == Some(c.as_str()) {
+                                        dirty[i] = true;
+                                    }
+                                }
+                            }
+                            PushKind::Invalidate => {
+                                self.metrics.notifications.add(1, &[]);
+                                self.mark_invalidated(&p.data, &mut dirty);
                             }
                             other => debug!(kind = ?other, "redis push"),
                         }
                         next = pushes.try_recv().ok();
                     }
-                    if event {
-                        self.read(&mut con, &mut reader, Some(seen)).await?;
+                    let which: Vec<usize> = (0..dirty.len()).filter(|&i| dirty[i]).collect();
+                    if !which.is_empty() {
+                        self.read(&mut con, &mut readers, &which, &placement, Some(seen)).await?;
+                    }
+                }
+                hint = recv_hint(&mut hints) => {
+                    match hint {
+                        Some(p) if placement.is_our_switch(&p) => {
+                            return Err(SessionError::Moved("sentinel announced +switch-master".into()));
+                        }
+                        Some(_) => {}
+                        // The sentinel connection ended: the checks still follow a failover.
+                        None => hints = None,
                     }
                 }
                 _ = poll.tick() => {
                     self.metrics.polls.add(1, &[]);
-                    self.read(&mut con, &mut reader, Some(Instant::now())).await?;
+                    self.read(&mut con, &mut readers, &everything, &placement, Some(Instant::now())).await?;
                 }
-                _ = ping.tick() => {
-                    let pong = tokio::time::timeout(
-                        self.timing.timeout,
-                        redis::cmd("PING").query_async::<redis::Value>(&mut con),
-                    ).await;
-                    match pong {
-                        Err(_) => return Err(SessionError::PingTimeout(self.timing.timeout)),
-                        Ok(Err(e)) => return Err(e.into()),
-                        Ok(Ok(_)) => {}
-                    }
-                }
+                _ = ping.tick() => self.check_placement(&placement, &mut con).await?,
             }
         }
     }
 
-    /// Reads the key and publishes it if it changed. Connection errors end the session;
-    /// errors about the key or the document are reported and the session goes on.
-    /// One span per read: exported over OTLP, it times Redis round trip + validation.
+    /// Checks the node is alive and still the one to watch, under the timeout.
+    async fn check_placement(
+        &self,
+        placement: &Placement,
+        con: &mut MultiplexedConnection,
+    ) -> Result<(), SessionError> {
+        match tokio::time::timeout(self.timing.timeout, placement.verify(con)).await {
+            Err(_) => Err(SessionError::PingTimeout(self.timing.timeout)),
+            Ok(Err(topology::VerifyError::Redis(e))) => Err(e.into()),
+            Ok(Err(topology::VerifyError::Moved(m))) => Err(SessionError::Moved(m)),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Marks the sources a tracking invalidation names (all of them for FLUSHALL's null).
+    fn mark_invalidated(&self, data: &[redis::Value], dirty: &mut [bool]) {
+        let keys: Option<Vec<String>> = match data.first() {
+            Some(redis::Value::Array(items)) => Some(items.iter().filter_map(string_of).collect()),
+            _ => None,
+        };
+        for (i, s) in self.sources.iter().enumerate() {
+            dirty[i] |= keys.as_ref().is_none_or(|k| k.contains(&s.spec.key));
+        }
+    }
+
+    /// Reads the sources at positions `which` and publishes what changed as one snapshot.
+    /// Connection errors (and Cluster redirections) end the session; errors about a key
+    /// or its document are reported and the session goes on.
+    /// One span per read: exported over OTLP, it times the Redis round trips + validation.
     #[tracing::instrument(name = "read_flag_key", skip_all)]
     async fn read(
         &mut self,
         con: &mut MultiplexedConnection,
-        reader: &mut Reader,
+        readers: &mut [Reader],
+        which: &[usize],
+        placement: &Placement,
         seen: Option<Instant>,
     ) -> Result<(), SessionError> {
-        let fetched = match reader.fetch(con).await {
-            Ok(f) => f,
-            Err(e) if is_connection_error(&e) => return Err(e.into()),
-            Err(e) => {
-                let reason = e.to_string();
-                if self.status.get().key != KeyState::Refused(reason.clone()) {
-                    error!(key = %self.target.key, error = %reason, "cannot read the flag key; serving the last good flags");
+        let mut updates = Vec::new();
+        let mut missing = false;
+        for &i in which {
+            let fetched = match readers[i].fetch(con).await {
+                Ok(f) => f,
+                Err(e) if is_connection_error(&e) => return Err(e.into()),
+                Err(e) if topology::is_redirect(&e) => {
+                    return Err(SessionError::Moved(format!(
+                        "reading {}: {e}",
+                        self.sources[i].spec.key
+                    )))
                 }
-                self.status.update(|s| s.key = KeyState::Refused(reason));
-                self.metrics.refused("read_error");
-                return Ok(());
-            }
-        };
-        match fetched {
-            Fetched::Unchanged => {
-                self.metrics.duplicates.add(1, &[]);
-            }
-            Fetched::Missing => {
-                let first = self.status.get().key != KeyState::Missing;
-                self.status.update(|s| s.key = KeyState::Missing);
-                match self.on_missing {
-                    OnMissingKey::Keep => {
-                        if first {
-                            let serving = self.serving();
-                            warn!(key = %self.target.key, serving = %serving,
-                                "flag key does not exist (deleted, expired, evicted or renamed away); serving the last good flags");
-                        }
+                Err(e) => {
+                    self.read_failed(i, e.to_string());
+                    continue;
+                }
+            };
+            match fetched {
+                Fetched::Unchanged => {
+                    self.metrics.duplicates.add(1, &[]);
+                }
+                Fetched::Missing => {
+                    missing = true;
+                    if let Some(empty) = self.key_missing(i) {
+                        updates.push((i, empty));
                     }
-                    OnMissingKey::Empty => {
-                        if first {
-                            warn!(key = %self.target.key,
-                                "flag key does not exist; pushing an empty flag set (--on-missing-key=empty)");
-                        }
-                        let empty = flags::parse(br#"{"flags":{}}"#, &self.documents)
-                            .expect("the empty set is valid");
-                        self.publish(empty, seen);
-                        self.status.update(|s| s.key = KeyState::Missing);
+                }
+                Fetched::Value(bytes) => {
+                    if let Some(doc) = self.consider(i, &bytes) {
+                        updates.push((i, doc));
                     }
                 }
             }
-            Fetched::Value(bytes) => self.consider(&bytes, seen),
         }
+        if missing && placement != &Placement::Standalone {
+            // On a Cluster a key "disappears" when its slot migrates away (`del`): check
+            // at once whether to follow it rather than wait for the next check.
+            self.check_placement(placement, con).await?;
+        }
+        self.publish(updates, seen);
         Ok(())
     }
 
-    /// Validates a payload and publishes it, or refuses it with a log line.
-    fn consider(&mut self, bytes: &[u8], seen: Option<Instant>) {
-        match flags::parse(bytes, &self.documents) {
-            Ok(doc) => {
-                self.last_refused = None;
-                self.publish(doc, seen);
+    fn read_failed(&mut self, i: usize, reason: String) {
+        let source = &self.sources[i].spec;
+        if self.status.source(&source.name) != KeyState::Refused(reason.clone()) {
+            let hint = if reason.contains("WRONGTYPE") {
+                match source.storage {
+                    Storage::String => {
+                        " (the key is not a string: for a hash of flags use type=hash)"
+                    }
+                    Storage::Hash => " (the key is not a hash: for a JSON string drop type=hash)",
+                }
+            } else {
+                ""
+            };
+            error!(key = %source.key, source = %source.name, error = %format!("{reason}{hint}"),
+                "cannot read the flag key; serving the last good flags");
+        }
+        self.status
+            .set_source(&source.name, KeyState::Refused(reason));
+        self.metrics.refused("read_error");
+    }
+
+    /// Handles a missing key; returns the empty document to publish, if configured.
+    fn key_missing(&mut self, i: usize) -> Option<flags::Document> {
+        let source = &self.sources[i].spec;
+        let first = self.status.source(&source.name) != KeyState::Missing;
+        self.status.set_source(&source.name, KeyState::Missing);
+        match self.on_missing {
+            OnMissingKey::Keep => {
+                if first {
+                    let serving = self.serving();
+                    warn!(key = %source.key, source = %source.name, serving = %serving,
+                        "flag key does not exist (deleted, expired, evicted or renamed away); serving the last good flags");
+                }
+                None
             }
-            Err(e) => self.refuse(bytes, e),
+            OnMissingKey::Empty => {
+                if first {
+                    warn!(key = %source.key, source = %source.name,
+                        "flag key does not exist; pushing an empty flag set (--on-missing-key=empty)");
+                }
+                Some(
+                    flags::parse(br#"{"flags":{}}"#, &self.documents)
+                        .expect("the empty set is valid"),
+                )
+            }
         }
     }
 
-    /// Publishes a valid document (a no-op for unchanged content) and saves it.
-    fn publish(&mut self, doc: flags::Document, seen: Option<Instant>) {
-        let (digest, size, count) = (doc.digest, doc.canonical.len(), doc.flag_count);
-        let saved: Option<Arc<str>> = self
-            .snapshot
-            .is_some()
-            .then(|| doc.canonical.as_str().into());
-        if self.hub.publish(doc) {
-            self.metrics.accepted.add(1, &[]);
-            self.metrics.document_bytes.record(size as u64, &[]);
+    /// Validates a payload; refuses it with a log line, or returns the document.
+    fn consider(&mut self, i: usize, bytes: &[u8]) -> Option<flags::Document> {
+        let parsed = match self.sources[i].spec.storage {
+            Storage::String => flags::parse(bytes, &self.documents),
+            Storage::Hash => flags::parse_hash(bytes, &self.documents),
+        };
+        match parsed {
+            Ok(doc) => {
+                self.sources[i].last_refused = None;
+                Some(doc)
+            }
+            Err(e) => {
+                self.refuse(i, bytes, e);
+                None
+            }
+        }
+    }
+
+    /// Publishes valid documents (unchanged content is a no-op) and saves the result.
+    fn publish(&mut self, updates: Vec<(usize, flags::Document)>, seen: Option<Instant>) {
+        if updates.is_empty() {
+            return;
+        }
+        let described: Vec<(usize, flags::Digest, usize, usize)> = updates
+            .iter()
+            .map(|(i, d)| (*i, d.digest, d.canonical.len(), d.flag_count))
+            .collect();
+        let changed = self.hub.publish_sources(
+            updates
+                .into_iter()
+                .map(|(i, d)| (self.sources[i].index, d))
+                .collect(),
+        );
+        for (i, digest, size, count) in described {
+            let source = &self.sources[i].spec;
+            if self.status.source(&source.name) != KeyState::Missing {
+                self.status.set_source(&source.name, KeyState::Valid);
+            } else if self.on_missing == OnMissingKey::Empty {
+                // The empty set stands in for the missing key: still reported missing.
+            }
+            if changed.contains(&self.sources[i].index) {
+                self.metrics.accepted.add(1, &[]);
+                self.metrics.document_bytes.record(size as u64, &[]);
+                info!(key = %source.key, source = %source.name, digest = %digest.short(), bytes = size, flags = count, "flag document accepted and published");
+            } else {
+                self.metrics.duplicates.add(1, &[]);
+                debug!(key = %source.key, source = %source.name, digest = %digest.short(), "flag document unchanged");
+            }
+        }
+        if !changed.is_empty() {
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
@@ -328,29 +556,26 @@ impl Watcher {
                     .propagation
                     .record(seen.elapsed().as_secs_f64(), &[]);
             }
-            info!(key = %self.target.key, digest = %digest.short(), bytes = size, flags = count, "flag document accepted and published");
-            if let (Some(writer), Some(json)) = (&self.snapshot, saved) {
-                writer.send_replace(Some(json));
+            if let (Some(writer), Some(snap)) = (&self.snapshot, self.hub.current()) {
+                writer.send_replace(Some(snap.doc.canonical.as_str().into()));
             }
-        } else {
-            self.metrics.duplicates.add(1, &[]);
-            debug!(key = %self.target.key, digest = %digest.short(), "flag document unchanged");
         }
-        self.status.update(|s| s.key = KeyState::Valid);
-        self.status.refresh_ready(true);
+        self.status.refresh_ready(self.hub.ready());
     }
 
-    fn refuse(&mut self, bytes: &[u8], e: DocumentError) {
+    fn refuse(&mut self, i: usize, bytes: &[u8], e: DocumentError) {
         self.metrics.refused(e.reason());
         let raw = flags::Digest::of(bytes);
-        if self.last_refused != Some(raw) {
+        let source = &self.sources[i];
+        if source.last_refused != Some(raw) {
             let serving = self.serving();
-            error!(key = %self.target.key, reason = %e, serving = %serving,
+            error!(key = %source.spec.key, source = %source.spec.name, reason = %e, serving = %serving,
                 "flag document refused; clients keep the last good flags");
-            self.last_refused = Some(raw);
+            self.sources[i].last_refused = Some(raw);
         }
+        let name = self.sources[i].spec.name.clone();
         self.status
-            .update(|s| s.key = KeyState::Refused(e.to_string()));
+            .set_source(&name, KeyState::Refused(e.to_string()));
     }
 }
 
@@ -363,8 +588,45 @@ impl Watcher {
     }
 }
 
+/// The next `+switch-master` message, or never when there is no subscription.
+async fn recv_hint(
+    hints: &mut Option<mpsc::UnboundedReceiver<redis::PushInfo>>,
+) -> Option<redis::PushInfo> {
+    match hints {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn string_of(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 /// Whether an error means the connection is unusable (reconnect) rather than a refusal
 /// by the server that reconnecting would not fix.
 fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // The examples of Redis's CLUSTER KEYSLOT documentation.
+        assert_eq!(key_slot(b"somekey"), 11058);
+        assert_eq!(key_slot(b"foo{hash_tag}"), 2515);
+        assert_eq!(key_slot(b"foo{hash_tag}"), key_slot(b"hash_tag"));
+        assert_eq!(
+            key_slot(b"{user1000}.following"),
+            key_slot(b"{user1000}.followers")
+        );
+        // An empty tag is no tag: the whole key is hashed.
+        assert_ne!(key_slot(b"{}a"), key_slot(b"{}b"));
+    }
 }

@@ -1,21 +1,29 @@
 //! Makes sure Redis sends the keyspace notifications the watcher needs.
 //!
 //! Needed: `K` (keyspace channel) with `g` (DEL, RENAME, EXPIRE…), `$` (string writes),
-//! `x` (expired) and `e` (evicted). The letters already set are kept (other consumers
-//! rely on them); only missing ones are added. `A` stands for every class.
+//! `x` (expired) and `e` (evicted), plus `h` (hash writes) when a source is a hash. The
+//! letters already set are kept (other consumers rely on them); only missing ones are
+//! added. `A` stands for every class.
 
 use super::Timing;
 use crate::status::Trigger;
 use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
-const NEEDED: &str = "Kg$xe";
+pub const NEEDED: &str = "Kg$xe";
+/// Also needed when a source is stored as a hash.
+pub const NEEDED_HASH: &str = "Kg$xeh";
 const CLASSES_IN_A: &str = "g$lshzxetd";
 
 /// The letters to set so that `current` covers `NEEDED`, or `None` if it already does.
 pub fn merged(current: &str) -> Option<String> {
+    merged_with(current, NEEDED)
+}
+
+/// The letters to set so that `current` covers `needed`, or `None` if it already does.
+pub fn merged_with(current: &str, needed: &str) -> Option<String> {
     let has = |c: char| current.contains(c) || (current.contains('A') && CLASSES_IN_A.contains(c));
-    let missing: String = NEEDED.chars().filter(|c| !has(*c)).collect();
+    let missing: String = needed.chars().filter(|c| !has(*c)).collect();
     (!missing.is_empty()).then(|| format!("{current}{missing}"))
 }
 
@@ -24,6 +32,7 @@ pub fn merged(current: &str) -> Option<String> {
 pub async fn ensure(
     con: &mut MultiplexedConnection,
     timing: &Timing,
+    needed: &str,
     warned: &mut bool,
 ) -> Trigger {
     let poll = timing.poll.as_secs();
@@ -39,14 +48,14 @@ pub async fn ensure(
                 warn!(
                     poll_seconds = poll,
                     "cannot read notify-keyspace-events (CONFIG GET refused); subscribing anyway. \
-                     If changes arrive only every poll, set notify-keyspace-events to include 'Kg$xe' \
+                     If changes arrive only every poll, set notify-keyspace-events to include '{needed}' \
                      in redis.conf or your provider's parameter group"
                 );
             }
             return Trigger::KeyspaceUnverified;
         }
     };
-    let Some(wanted) = merged(&current) else {
+    let Some(wanted) = merged_with(&current, needed) else {
         return Trigger::Keyspace;
     };
     let set: redis::RedisResult<()> = redis::cmd("CONFIG")
@@ -65,7 +74,7 @@ pub async fn ensure(
                 warn!(
                     current = %current, error = %e, poll_seconds = poll,
                     "keyspace notifications are off and CONFIG SET was refused: changes will be seen only by the \
-                     poll. Set notify-keyspace-events to include 'Kg$xe' in redis.conf or your provider's \
+                     poll. Set notify-keyspace-events to include '{needed}' in redis.conf or your provider's \
                      parameter group"
                 );
             }
@@ -74,20 +83,18 @@ pub async fn ensure(
     }
 }
 
-/// Arms RESP3 client tracking for the key's prefix on this connection (lost with the
+/// Arms RESP3 client tracking for the keys' prefixes on this connection (lost with the
 /// connection, so called after every connect). Returns whether Redis accepted it.
-pub async fn track(con: &mut MultiplexedConnection, key: &str, warned: &mut bool) -> bool {
-    let r: redis::RedisResult<()> = redis::cmd("CLIENT")
-        .arg("TRACKING")
-        .arg("ON")
-        .arg("BCAST")
-        .arg("PREFIX")
-        .arg(key)
-        .query_async(con)
-        .await;
+pub async fn track(con: &mut MultiplexedConnection, keys: &[&str], warned: &mut bool) -> bool {
+    let mut cmd = redis::cmd("CLIENT");
+    cmd.arg("TRACKING").arg("ON").arg("BCAST");
+    for key in keys {
+        cmd.arg("PREFIX").arg(*key);
+    }
+    let r: redis::RedisResult<()> = cmd.query_async(con).await;
     match r {
         Ok(()) => {
-            info!(prefix = %key, "keyspace notifications unconfirmed: using CLIENT TRACKING invalidations as the change trigger");
+            info!(prefixes = ?keys, "keyspace notifications unconfirmed: using CLIENT TRACKING invalidations as the change trigger");
             true
         }
         Err(e) => {

@@ -2,13 +2,23 @@
 //! and replicas can run it) returns only the value's SHA-1 when it equals the one we
 //! already hold: an unchanged 1 MB document costs a 40-byte reply per poll, not a GET.
 //! Where scripts are not allowed (no EVALSHA_RO, Redis < 7, NOPERM) it falls back to GET.
+//! A hash-stored source (`type=hash`) is read with HGETALL the same way; its value is the
+//! field list as a JSON array (`cjson.encode` in the script), for [`crate::flags::parse_hash`].
 
+use crate::config::Storage;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use tracing::{debug, info};
 
-const SCRIPT: &str = r#"local v = redis.call('GET', KEYS[1])
-if not v then return false end
+const SCRIPT: &str = r#"local v
+if ARGV[2] == 'hash' then
+  local t = redis.call('HGETALL', KEYS[1])
+  if #t == 0 then return false end
+  v = cjson.encode(t)
+else
+  v = redis.call('GET', KEYS[1])
+  if not v then return false end
+end
 local h = redis.sha1hex(v)
 if h == ARGV[1] then return h end
 return {h, v}"#;
@@ -27,6 +37,7 @@ pub enum Fetched {
 #[derive(Debug)]
 pub struct Reader {
     key: String,
+    storage: Storage,
     /// SHA-1 (hex) of the last value read, as Redis computed it.
     last: String,
     /// The loaded script's SHA-1, or `None` to load it before the next use.
@@ -36,9 +47,10 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(key: String) -> Self {
+    pub fn new(key: String, storage: Storage) -> Self {
         Reader {
             key,
+            storage,
             last: String::new(),
             script: None,
             get_only: false,
@@ -55,6 +67,22 @@ impl Reader {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if self.storage == Storage::Hash {
+            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(&self.key)
+                .query_async(con)
+                .await?;
+            if fields.is_empty() {
+                return Ok(Fetched::Missing);
+            }
+            let flat: Vec<&str> = fields
+                .iter()
+                .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+                .collect();
+            return Ok(Fetched::Value(
+                serde_json::to_vec(&flat).expect("strings always serialise"),
+            ));
         }
         let v: Option<Vec<u8>> = redis::cmd("GET").arg(&self.key).query_async(con).await?;
         Ok(v.map_or(Fetched::Missing, Fetched::Value))
@@ -79,6 +107,10 @@ impl Reader {
                 .arg(1)
                 .arg(&self.key)
                 .arg(&self.last)
+                .arg(match self.storage {
+                    Storage::Hash => "hash",
+                    Storage::String => "string",
+                })
                 .query_async(con)
                 .await;
             match reply {

@@ -184,8 +184,13 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
 
     let timeout = Duration::from_secs(args.redis_timeout);
     let redis_err = |e: redis::RedisError| PutError::Redis(format!("redis {target}: {e}"));
-    // As the service connects: RESP3, the CA and client certificate files read now.
-    let client = target.client().map_err(redis_err)?;
+    // As the service connects: the node that holds the key (Sentinel master, Cluster
+    // slot owner), RESP3, the CA and client certificate files read now.
+    let node = crate::source::topology::resolve(&target, &target.key, timeout)
+        .await
+        .map_err(redis_err)?
+        .node;
+    let client = node.client().map_err(redis_err)?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
