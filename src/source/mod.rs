@@ -253,7 +253,7 @@ impl Watcher {
                 hint: node.connect_hint(&source, self.timing.timeout),
                 source,
             })?;
-        self.check_placement(&placement, &mut con).await?;
+        self.check_placement(&placement, &mut con, None).await?;
 
         let needed = if self.sources.iter().any(|s| s.spec.storage == Storage::Hash) {
             notify::NEEDED_HASH
@@ -305,7 +305,7 @@ impl Watcher {
             .await?;
 
         // Sentinel's failover announcement, as a hint to move at once.
-        let (_hint_con, mut hints) = match placement.switch_hint(self.timing.timeout).await {
+        let (mut hint_con, mut hints) = match placement.switch_hint(self.timing.timeout).await {
             Some((c, rx)) => (Some(c), Some(rx)),
             None => (None, None),
         };
@@ -355,15 +355,18 @@ impl Watcher {
                             return Err(SessionError::Moved("sentinel announced +switch-master".into()));
                         }
                         Some(_) => {}
-                        // The sentinel connection ended: the checks still follow a failover.
-                        None => hints = None,
+                        // The sentinel connection ended: ROLE checks still follow a failover.
+                        None => {
+                            hints = None;
+                            hint_con = None;
+                        }
                     }
                 }
                 _ = poll.tick() => {
                     self.metrics.polls.add(1, &[]);
                     self.read(&mut con, &mut readers, &everything, &placement, Some(Instant::now())).await?;
                 }
-                _ = ping.tick() => self.check_placement(&placement, &mut con).await?,
+                _ = ping.tick() => self.check_placement(&placement, &mut con, hint_con.as_mut()).await?,
             }
         }
     }
@@ -373,8 +376,9 @@ impl Watcher {
         &self,
         placement: &Placement,
         con: &mut MultiplexedConnection,
+        sentinel: Option<&mut MultiplexedConnection>,
     ) -> Result<(), SessionError> {
-        match tokio::time::timeout(self.timing.timeout, placement.verify(con)).await {
+        match tokio::time::timeout(self.timing.timeout, placement.verify(con, sentinel)).await {
             Err(_) => Err(SessionError::PingTimeout(self.timing.timeout)),
             Ok(Err(topology::VerifyError::Redis(e))) => Err(e.into()),
             Ok(Err(topology::VerifyError::Moved(m))) => Err(SessionError::Moved(m)),
@@ -407,6 +411,7 @@ impl Watcher {
         seen: Option<Instant>,
     ) -> Result<(), SessionError> {
         let mut updates = Vec::new();
+        let mut valid = Vec::new();
         let mut missing = false;
         for &i in which {
             let fetched = match readers[i].fetch(con).await {
@@ -424,6 +429,7 @@ impl Watcher {
                 }
             };
             match fetched {
+                // The same bytes as the last read: its state (valid or refused) stands.
                 Fetched::Unchanged => {
                     self.metrics.duplicates.add(1, &[]);
                 }
@@ -436,6 +442,7 @@ impl Watcher {
                 Fetched::Value(bytes) => {
                     if let Some(doc) = self.consider(i, &bytes) {
                         updates.push((i, doc));
+                        valid.push(i);
                     }
                 }
             }
@@ -443,9 +450,15 @@ impl Watcher {
         if missing && placement != &Placement::Standalone {
             // On a Cluster a key "disappears" when its slot migrates away (`del`): check
             // at once whether to follow it rather than wait for the next check.
-            self.check_placement(placement, con).await?;
+            self.check_placement(placement, con, None).await?;
         }
         self.publish(updates, seen);
+        // After publishing: whoever sees "valid" finds the document served.
+        for i in valid {
+            let name = self.sources[i].spec.name.clone();
+            self.status.set_source(&name, KeyState::Valid);
+        }
+        self.status.refresh_ready(self.hub.ready());
         Ok(())
     }
 
@@ -532,11 +545,6 @@ impl Watcher {
         );
         for (i, digest, size, count) in described {
             let source = &self.sources[i].spec;
-            if self.status.source(&source.name) != KeyState::Missing {
-                self.status.set_source(&source.name, KeyState::Valid);
-            } else if self.on_missing == OnMissingKey::Empty {
-                // The empty set stands in for the missing key: still reported missing.
-            }
             if changed.contains(&self.sources[i].index) {
                 self.metrics.accepted.add(1, &[]);
                 self.metrics.document_bytes.record(size as u64, &[]);
@@ -560,7 +568,6 @@ impl Watcher {
                 writer.send_replace(Some(snap.doc.canonical.as_str().into()));
             }
         }
-        self.status.refresh_ready(self.hub.ready());
     }
 
     fn refuse(&mut self, i: usize, bytes: &[u8], e: DocumentError) {

@@ -19,6 +19,8 @@ pub enum Placement {
         /// The sentinel that named it, for the `+switch-master` hint.
         sentinel: Box<RedisTarget>,
         master: String,
+        /// The address it named.
+        addr: (String, u16),
     },
     /// A Cluster master: must still own `slot` (by node id).
     SlotOwner { slot: u16, node_id: String },
@@ -78,6 +80,7 @@ pub async fn resolve(
                             placement: Placement::SentinelMaster {
                                 sentinel: Box::new(sentinel),
                                 master: master.clone(),
+                                addr: (mhost, mport),
                             },
                         });
                     }
@@ -213,22 +216,47 @@ fn as_string(v: &Value) -> Option<String> {
 }
 
 impl Placement {
-    /// Confirms, on the watched connection, that this node is still the right one.
+    /// Confirms, on the watched connection, that this node is still the right one; for
+    /// Sentinel also asks the sentinel (on `sentinel`, the hint connection) whether it
+    /// still names this node: after a failover the old master stays a writable master
+    /// for seconds (until the sentinels demote it), so ROLE alone would not tell.
     /// `Err` carries a reason to log before re-resolving.
-    pub async fn verify(&self, con: &mut MultiplexedConnection) -> Result<(), VerifyError> {
+    pub async fn verify(
+        &self,
+        con: &mut MultiplexedConnection,
+        sentinel: Option<&mut MultiplexedConnection>,
+    ) -> Result<(), VerifyError> {
         match self {
             Placement::Standalone => {
                 let _: Value = redis::cmd("PING").query_async(con).await?;
                 Ok(())
             }
-            Placement::SentinelMaster { master, .. } => {
+            Placement::SentinelMaster { master, addr, .. } => {
                 let role: Value = redis::cmd("ROLE").query_async(con).await?;
                 match role_name(&role).as_deref() {
-                    Some("master") => Ok(()),
-                    other => Err(VerifyError::Moved(format!(
-                        "the node sentinel named as master {master:?} now has role {}",
-                        other.unwrap_or("unknown")
+                    Some("master") => {}
+                    other => {
+                        return Err(VerifyError::Moved(format!(
+                            "the node sentinel named as master {master:?} now has role {}",
+                            other.unwrap_or("unknown")
+                        )))
+                    }
+                }
+                let Some(sentinel) = sentinel else {
+                    return Ok(());
+                };
+                // The sentinel connection is only a second opinion: if it fails, keep going.
+                let named: redis::RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(master)
+                    .query_async(sentinel)
+                    .await;
+                match named {
+                    Ok(Some(now)) if now != *addr => Err(VerifyError::Moved(format!(
+                        "sentinel now names {}:{} as master {master:?}",
+                        now.0, now.1
                     ))),
+                    _ => Ok(()),
                 }
             }
             Placement::SlotOwner { slot, node_id } => {

@@ -12,5 +12,6 @@ mod otlp;
 mod protocol;
 mod reliability;
 mod security;
+mod sources;
 mod tools;
 mod tools_tls;
