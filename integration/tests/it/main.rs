@@ -14,3 +14,4 @@ mod reliability;
 mod security;
 mod tools;
 mod tools_tls;
+mod topology;
