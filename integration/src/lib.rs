@@ -16,6 +16,7 @@ pub use flagd_redis_sync::wire::client;
 
 pub mod proxy;
 pub mod setup;
+pub mod topology;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);

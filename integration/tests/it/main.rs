@@ -15,3 +15,4 @@ mod security;
 mod sources;
 mod tools;
 mod tools_tls;
+mod topology;

@@ -1,0 +1,187 @@
+//! The Sentinel and Cluster harness (integration/src/topology.rs) on its own: the service
+//! does not take `redis+sentinel://` / `redis+cluster://` URIs yet. Each test also pins
+//! down what happens to a client connection of the old master, which a watcher must handle.
+
+use integration::topology::{cmd_on, connect, role, RedisCluster, Role, SentinelSet};
+use integration::*;
+use std::time::Instant;
+
+#[test]
+fn topology_harness_sentinel() {
+    let t0 = Instant::now();
+    let set = SentinelSet::start("it-master").unwrap();
+    let started = t0.elapsed();
+
+    let sentinels = set.sentinel_ports();
+    assert_eq!(sentinels.len(), 3);
+    assert_eq!(
+        set.uri("flags"),
+        format!(
+            "redis+sentinel://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}/it-master/0?key=flags",
+            sentinels[0], sentinels[1], sentinels[2]
+        )
+    );
+    let old = set.master_port().unwrap();
+    assert_eq!(old, set.data_ports()[0]);
+    assert_eq!(role(old).unwrap(), Role::Master);
+    set.set("flags", &doc("f", "one")).unwrap();
+    assert_eq!(set.get("flags").unwrap(), Some(doc("f", "one")));
+
+    // Clients of the old master and of the replica, opened before the failover.
+    let mut old_con = connect(old).unwrap();
+    let mut replica_con = connect(set.data_ports()[1]).unwrap();
+    for con in [&mut old_con, &mut replica_con] {
+        let pong: String = redis::cmd("PING").query(con).unwrap();
+        assert_eq!(pong, "PONG");
+    }
+
+    let t1 = Instant::now();
+    let new = set.failover().unwrap();
+    let failed_over = t1.elapsed();
+    assert_ne!(new, old);
+    assert_eq!(new, set.data_ports()[1]);
+    assert_eq!(set.master_port().unwrap(), new);
+    assert_eq!(role(new).unwrap(), Role::Master);
+    // The sentinel killed the promoted replica's clients with the promotion (one MULTI).
+    let after: redis::RedisResult<String> = redis::cmd("PING").query(&mut replica_con);
+    assert!(
+        after.is_err(),
+        "promoted replica connection alive: {after:?}"
+    );
+    // Until the sentinels demote it (seconds later), the old master is still a master
+    // that takes writes, on the connections it had: a split brain, and those writes are
+    // lost when it resyncs from the new master.
+    let still: Vec<redis::Value> = redis::cmd("ROLE").query(&mut old_con).unwrap();
+    assert_eq!(
+        redis::from_redis_value_ref::<String>(&still[0]).unwrap(),
+        "master"
+    );
+    let ok: String = redis::cmd("SET")
+        .arg("written-to-old")
+        .arg("lost")
+        .query(&mut old_con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    // The data came along, and a write on the new master reads back.
+    assert_eq!(set.get("flags").unwrap(), Some(doc("f", "one")));
+    set.set("flags", &doc("f", "two")).unwrap();
+    let on_new: Option<String> = cmd_on(new, &["GET", "flags"]).unwrap();
+    assert_eq!(on_new, Some(doc("f", "two")));
+    let mut c = set.master_client().unwrap().get_connection().unwrap();
+    let via_client: String = redis::cmd("GET").arg("flags").query(&mut c).unwrap();
+    assert_eq!(via_client, doc("f", "two"));
+
+    // The old master becomes a replica of the new one, on the sentinels' next INFO of it.
+    set.wait_replica_of(old, new).unwrap();
+    let demoted = t1.elapsed();
+    let on_old = wait_until_value(old, "flags", &doc("f", "two"));
+    assert_eq!(on_old, doc("f", "two"));
+    let lost: Option<String> = cmd_on(old, &["GET", "written-to-old"]).unwrap();
+    assert_eq!(lost, None);
+    // The sentinel killed the old master's clients when it demoted it.
+    let after: redis::RedisResult<String> = redis::cmd("PING").query(&mut old_con);
+    assert!(
+        after.is_err(),
+        "old master connection still alive: {after:?}"
+    );
+
+    eprintln!(
+        "sentinel: start {started:?}, failover {failed_over:?}, old master a replica after \
+         {demoted:?}, total {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn topology_harness_cluster() {
+    let t0 = Instant::now();
+    let cluster = RedisCluster::start(3, 1).unwrap();
+    let started = t0.elapsed();
+
+    let seeds = cluster.seed_ports();
+    assert_eq!(seeds.len(), 6);
+    let hosts: Vec<String> = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    assert_eq!(
+        cluster.uri("flags"),
+        format!("redis+cluster://{}/?key=flags", hosts.join(","))
+    );
+    let slot = cluster.slot_of("flags").unwrap();
+    assert_eq!(slot, 12971, "CLUSTER KEYSLOT flags");
+
+    let first = cluster.owner_of("flags");
+    assert_eq!(role(first).unwrap(), Role::Master);
+    cluster.set("flags", &doc("f", "one")).unwrap();
+    let on_first: Option<String> = cmd_on(first, &["GET", "flags"]).unwrap();
+    assert_eq!(on_first, Some(doc("f", "one")));
+
+    // A client and a keyspace subscriber of the old owner, opened before the failover.
+    let mut old_con = connect(first).unwrap();
+    let _: () = cmd_on(first, &["CONFIG", "SET", "notify-keyspace-events", "K$"]).unwrap();
+    let mut sub_con = connect(first).unwrap();
+    let mut sub = sub_con.as_pubsub();
+    sub.subscribe("__keyspace@0__:flags").unwrap();
+
+    let t1 = Instant::now();
+    let second = cluster.failover("flags").unwrap();
+    let failed_over = t1.elapsed();
+    assert_ne!(second, first);
+    assert_eq!(cluster.owner_of("flags"), second);
+    assert_eq!(role(second).unwrap(), Role::Master);
+    assert_eq!(cluster.get("flags").unwrap(), Some(doc("f", "one")));
+    cluster.set("flags", &doc("f", "two")).unwrap();
+    let on_second: Option<String> = cmd_on(second, &["GET", "flags"]).unwrap();
+    assert_eq!(on_second, Some(doc("f", "two")));
+    // The old owner is now its replica. Its client was NOT disconnected: it answers, and
+    // a read of the slot is redirected.
+    match role(first).unwrap() {
+        Role::Replica { master_port, .. } => assert_eq!(master_port, second),
+        r => panic!("old owner {first} ROLE {r:?}"),
+    }
+    let pong: String = redis::cmd("PING").query(&mut old_con).unwrap();
+    assert_eq!(pong, "PONG");
+    let moved: redis::RedisResult<Option<String>> =
+        redis::cmd("GET").arg("flags").query(&mut old_con);
+    let err = moved.expect_err("GET on the old owner after a failover");
+    let want = format!("127.0.0.1:{second}");
+    assert_eq!(err.redirect_node(), Some((want.as_str(), slot)), "{err}");
+    // And the subscription there still hears the writes, replicated from the new owner.
+    let msg = sub
+        .get_message()
+        .expect("a keyspace event on the old owner");
+    assert_eq!(msg.get_channel_name(), "__keyspace@0__:flags");
+    assert_eq!(msg.get_payload::<String>().unwrap(), "set");
+
+    let t2 = Instant::now();
+    let third = cluster.migrate_slot_of("flags").unwrap();
+    let migrated = t2.elapsed();
+    assert_ne!(third, second);
+    assert_eq!(cluster.owner_of("flags"), third);
+    let on_third: Option<String> = cmd_on(third, &["GET", "flags"]).unwrap();
+    assert_eq!(on_third, Some(doc("f", "two")));
+    let gone: redis::RedisResult<Option<String>> = redis::cmd("GET")
+        .arg("flags")
+        .query(&mut connect(second).unwrap());
+    let err = gone.expect_err("GET on the old owner after a migration");
+    let want = format!("127.0.0.1:{third}");
+    assert_eq!(err.redirect_node(), Some((want.as_str(), slot)), "{err}");
+    cluster.set("flags", &doc("f", "three")).unwrap();
+    assert_eq!(cluster.get("flags").unwrap(), Some(doc("f", "three")));
+
+    eprintln!(
+        "cluster: start {started:?}, failover {failed_over:?}, migration {migrated:?}, \
+         total {:?}",
+        t0.elapsed()
+    );
+}
+
+/// Waits until GET `key` on `port` returns `want` (replication is asynchronous).
+fn wait_until_value(port: u16, key: &str, want: &str) -> String {
+    topology::wait_until(WAIT, "the value to replicate", || {
+        let v: Option<String> = cmd_on(port, &["GET", key])?;
+        match v {
+            Some(v) if v == want => Ok(v),
+            v => anyhow::bail!("GET {key} on {port}: {v:?}"),
+        }
+    })
+    .unwrap()
+}
