@@ -1,6 +1,6 @@
-//! The Sentinel and Cluster harness (integration/src/topology.rs) on its own: the service
-//! does not take `redis+sentinel://` / `redis+cluster://` URIs yet. Each test also pins
-//! down what happens to a client connection of the old master, which a watcher must handle.
+//! Sentinel and Cluster: the harness (integration/src/topology.rs) on its own, pinning
+//! down what happens to a client connection of the old master (which the watcher must
+//! handle), then the service following a failover and a slot migration.
 
 use integration::topology::{cmd_on, connect, role, RedisCluster, Role, SentinelSet};
 use integration::*;
@@ -184,4 +184,81 @@ fn wait_until_value(port: u16, key: &str, want: &str) -> String {
         }
     })
     .unwrap()
+}
+
+/// The value of flag `f` in the stream's next message.
+async fn next_f(s: &mut SyncStream) -> Option<String> {
+    default_value(&s.next_json().await.unwrap(), "f")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_keeps_streams_and_follows_the_new_master() {
+    let set = SentinelSet::start("it-master").unwrap();
+    set.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&set.uri("flags"), &["--redis-ping-interval", "1"])
+        .await
+        .unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    assert_eq!(next_f(&mut s).await.as_deref(), Some("one"));
+    set.set("flags", &doc("f", "two")).unwrap();
+    assert_eq!(next_f(&mut s).await.as_deref(), Some("two"));
+
+    let old = set.master_port().unwrap();
+    let new = tokio::task::block_in_place(|| set.failover()).unwrap();
+    assert_ne!(old, new);
+    // Written to the new master (as the sentinels now name it): the same stream, never
+    // ended, gets it.
+    set.set("flags", &doc("f", "three")).unwrap();
+    assert_eq!(next_f(&mut s).await.as_deref(), Some("three"));
+    svc.readyz_until("connected to the new master", |code, v| {
+        code == 200 && v["redis"] == "connected"
+    })
+    .await;
+    assert!(
+        svc.logs().contains("node changed") || svc.logs().contains("connection lost"),
+        "the move is logged:\n{}",
+        svc.logs()
+    );
+    assert!(
+        svc.logs().contains(&format!("127.0.0.1:{new}")),
+        "{}",
+        svc.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_and_slot_migration_keep_changes_flowing() {
+    let cluster = RedisCluster::start(3, 1).unwrap();
+    cluster.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&cluster.uri("flags"), &["--redis-ping-interval", "1"])
+        .await
+        .unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    assert_eq!(next_f(&mut s).await.as_deref(), Some("one"));
+    let first = cluster.owner_of("flags");
+    assert!(
+        svc.logs().contains(&format!("127.0.0.1:{first}")),
+        "watches the slot owner {first}:\n{}",
+        svc.logs()
+    );
+    cluster.set("flags", &doc("f", "two")).unwrap();
+    assert_eq!(next_f(&mut s).await.as_deref(), Some("two"));
+
+    // Failover: the replica takes the slot; the old connection gets MOVED.
+    let promoted = tokio::task::block_in_place(|| cluster.failover("flags")).unwrap();
+    assert_ne!(promoted, first);
+    cluster.set("flags", &doc("f", "three")).unwrap();
+    assert_eq!(next_f(&mut s).await.as_deref(), Some("three"));
+
+    // Resharding: the slot (with the key) moves to another master.
+    let moved_to = tokio::task::block_in_place(|| cluster.migrate_slot_of("flags")).unwrap();
+    assert_ne!(moved_to, promoted);
+    cluster.set("flags", &doc("f", "four")).unwrap();
+    assert_eq!(next_f(&mut s).await.as_deref(), Some("four"));
+    svc.readyz_until("connected", |code, v| {
+        code == 200 && v["redis"] == "connected"
+    })
+    .await;
+    let logs = svc.logs();
+    assert!(logs.contains(&format!("127.0.0.1:{moved_to}")), "{logs}");
 }
