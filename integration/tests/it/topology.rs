@@ -186,6 +186,31 @@ fn wait_until_value(port: u16, key: &str, want: &str) -> String {
     .unwrap()
 }
 
+/// Writes a document with `flagd-redis-sync put`, which must find the node itself.
+async fn put(uri: &str, text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flags.json");
+    std::fs::write(&path, text).unwrap();
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(binary())
+            .args(["put", "--redis-uri", uri])
+            .arg(&path)
+            .env_remove("REDIS_URI")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("put finishes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "put: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The value of flag `f` in the stream's next message.
 async fn next_f(s: &mut SyncStream) -> Option<String> {
     default_value(&s.next_json().await.unwrap(), "f")
@@ -200,7 +225,8 @@ async fn sentinel_failover_keeps_streams_and_follows_the_new_master() {
         .unwrap();
     let mut s = svc.stream("").await.unwrap();
     assert_eq!(next_f(&mut s).await.as_deref(), Some("one"));
-    set.set("flags", &doc("f", "two")).unwrap();
+    put(&set.uri("flags"), &doc("f", "two")).await;
+    assert_eq!(set.get("flags").unwrap(), Some(doc("f", "two")));
     assert_eq!(next_f(&mut s).await.as_deref(), Some("two"));
 
     let old = set.master_port().unwrap();
@@ -241,7 +267,8 @@ async fn cluster_failover_and_slot_migration_keep_changes_flowing() {
         "watches the slot owner {first}:\n{}",
         svc.logs()
     );
-    cluster.set("flags", &doc("f", "two")).unwrap();
+    put(&cluster.uri("flags"), &doc("f", "two")).await;
+    assert_eq!(cluster.get("flags").unwrap(), Some(doc("f", "two")));
     assert_eq!(next_f(&mut s).await.as_deref(), Some("two"));
 
     // Failover: the replica takes the slot; the old connection gets MOVED.
