@@ -88,8 +88,8 @@ pub async fn ensure(
 pub async fn track(con: &mut MultiplexedConnection, keys: &[&str], warned: &mut bool) -> bool {
     let mut cmd = redis::cmd("CLIENT");
     cmd.arg("TRACKING").arg("ON").arg("BCAST");
-    for key in keys {
-        cmd.arg("PREFIX").arg(*key);
+    for prefix in prefixes(keys) {
+        cmd.arg("PREFIX").arg(prefix);
     }
     let r: redis::RedisResult<()> = cmd.query_async(con).await;
     match r {
@@ -104,6 +104,19 @@ pub async fn track(con: &mut MultiplexedConnection, keys: &[&str], warned: &mut 
             false
         }
     }
+}
+
+/// The tracking prefixes for `keys`: Redis refuses overlapping BCAST prefixes, and a key
+/// that starts with another key is covered by that one's prefix already.
+fn prefixes<'a>(keys: &[&'a str]) -> Vec<&'a str> {
+    let mut out: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !keys.iter().any(|other| other != k && k.starts_with(other)))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The value out of a CONFIG GET reply (a map in RESP3, a pair list in RESP2).
@@ -123,7 +136,14 @@ fn config_value(v: &redis::Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::merged;
+    use super::{merged, prefixes};
+
+    #[test]
+    fn tracking_prefixes_never_overlap() {
+        assert_eq!(prefixes(&["flags", "flags:b", "other"]), ["flags", "other"]);
+        assert_eq!(prefixes(&["a:x", "a:y"]), ["a:x", "a:y"]);
+        assert_eq!(prefixes(&["k", "k"]), ["k"]);
+    }
 
     #[test]
     fn merges_without_dropping_letters() {

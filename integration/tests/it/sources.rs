@@ -170,3 +170,46 @@ async fn two_replicas_serve_the_same_digest() {
         assert_eq!(da, db, "round {round}");
     }
 }
+
+#[tokio::test]
+async fn without_config_tracking_covers_every_source_even_with_overlapping_keys() {
+    // "flags" is a prefix of "flags:b": one BCAST prefix must cover both (Redis refuses
+    // overlapping prefixes), and each invalidation reads only the key it names.
+    let redis = RedisServer::start_with(&["--rename-command", "CONFIG", ""]).unwrap();
+    redis.set("flags", &doc("a", "1")).unwrap();
+    let _: () = redis
+        .cmd(&["HSET", "flags:b", "b", &flag("1", None)])
+        .unwrap();
+    let svc = Service::start(
+        &redis.uri("flags"),
+        &[
+            "--redis-interval",
+            "3600",
+            "--source",
+            "b=flags:b;type=hash",
+        ],
+    )
+    .await
+    .unwrap();
+    let mut merged = svc.stream("").await.unwrap();
+    let mut only_a = svc.stream("flags").await.unwrap();
+    assert_eq!(names(&merged.next_json().await.unwrap()), ["a", "b"]);
+    only_a.next().await.unwrap();
+    let (_, ready) = svc.readyz().await;
+    assert_eq!(ready["trigger"], "tracking", "{ready}");
+
+    // With an hour-long poll, only an invalidation can deliver these in time.
+    let _: () = redis
+        .cmd(&["HSET", "flags:b", "b", &flag("2", None)])
+        .unwrap();
+    assert_eq!(
+        default_value(&merged.next_json().await.unwrap(), "b").as_deref(),
+        Some("2")
+    );
+    only_a.expect_silence(QUIET).await.unwrap();
+    redis.set("flags", &doc("a", "2")).unwrap();
+    assert_eq!(
+        default_value(&only_a.next_json().await.unwrap(), "a").as_deref(),
+        Some("2")
+    );
+}
