@@ -234,8 +234,13 @@ async fn sentinel_failover_keeps_streams_and_follows_the_new_master() {
     assert_ne!(old, new);
     // Written to the new master (as the sentinels now name it): the same stream, never
     // ended, gets it.
+    let t = Instant::now();
     set.set("flags", &doc("f", "three")).unwrap();
     assert_eq!(next_f(&mut s).await.as_deref(), Some("three"));
+    eprintln!(
+        "sentinel: write to the new master -> client in {:?}",
+        t.elapsed()
+    );
     svc.readyz_until("connected to the new master", |code, v| {
         code == 200 && v["redis"] == "connected"
     })
@@ -274,14 +279,18 @@ async fn cluster_failover_and_slot_migration_keep_changes_flowing() {
     // Failover: the replica takes the slot; the old connection gets MOVED.
     let promoted = tokio::task::block_in_place(|| cluster.failover("flags")).unwrap();
     assert_ne!(promoted, first);
+    let t = Instant::now();
     cluster.set("flags", &doc("f", "three")).unwrap();
     assert_eq!(next_f(&mut s).await.as_deref(), Some("three"));
+    eprintln!("cluster failover: write -> client in {:?}", t.elapsed());
 
     // Resharding: the slot (with the key) moves to another master.
     let moved_to = tokio::task::block_in_place(|| cluster.migrate_slot_of("flags")).unwrap();
     assert_ne!(moved_to, promoted);
+    let t = Instant::now();
     cluster.set("flags", &doc("f", "four")).unwrap();
     assert_eq!(next_f(&mut s).await.as_deref(), Some("four"));
+    eprintln!("cluster migration: write -> client in {:?}", t.elapsed());
     svc.readyz_until("connected", |code, v| {
         code == 200 && v["redis"] == "connected"
     })
