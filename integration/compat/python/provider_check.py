@@ -5,6 +5,8 @@ Protocol on stdout, one line each, flushed at once:
 
     READY {"<flag>": {"value": ..., "variant": ..., "reason": ..., "error": ...}, ...}
     CHANGED {"flags": {<same shape>}, "flags_changed": [...]}
+    STALE {"message": "..."}            the connection is lost; the provider reconnects
+    RECONNECTED {<same shape as READY>} the provider is ready again after a STALE
 
 ("flags_changed": the union of the events' changed keys since the previous line, for
 diagnostics only: the SDK runs event handlers on a thread pool, so an event can be
@@ -12,8 +14,13 @@ handled after a later flag set is in place, and its keys cannot be paired with a
 
 READY comes once, after the provider has its first flag set (set_provider_and_wait). Then
 every PROVIDER_CONFIGURATION_CHANGED event re-evaluates the flags, and a CHANGED line is
-printed whenever the results differ from the last line printed. The script ends with
-exit code 0 when its standard input is closed (the test's way of saying "done").
+printed whenever the results differ from the last line printed. STALE and RECONNECTED
+come once per disconnection: STALE at the first PROVIDER_STALE event while the provider's
+status is STALE, RECONNECTED at the next PROVIDER_READY event (which also re-evaluates, so
+a set that changed while the service was down is reported by a CHANGED line first). The
+status is checked when an event is handled because handlers run on a thread pool: a stale
+event handled after the provider is back must not print STALE. The script ends with exit
+code 0 when its standard input is closed (the test's way of saying "done").
 
 Any failure prints "FAIL <reason>" on stdout and exits non-zero: a fatal provider error,
 a provider that never becomes ready, or the overall --timeout running out (a watchdog,
@@ -22,7 +29,8 @@ so even a hang inside the provider or the gRPC library ends the script). Diagnos
 
 Usage: provider_check.py --port PORT [--host H] [--selector S] [--timeout SECONDS]
                          [--deadline-ms MS] [--stream-deadline-ms MS]
-                         [--retry-backoff-max-ms MS] [--tls [--cert-path CA_PEM]]
+                         [--retry-backoff-ms MS] [--retry-backoff-max-ms MS]
+                         [--tls [--cert-path CA_PEM]]
                          [--default-authority NAME] TYPE:FLAG [TYPE:FLAG ...]
 where TYPE is bool, string, int, float or object. A Unix socket is reached with
 --host unix:///path/to/sock --port N (gRPC dials "unix:///path/to/sock:N", so the socket's
@@ -79,7 +87,14 @@ def main() -> None:
         "--retry-backoff-max-ms",
         type=int,
         default=None,
-        help="the provider's wait before reopening an ended stream (default: 5000)",
+        help="the provider's wait before reopening an ended stream, and the gRPC channel's "
+        "longest reconnection backoff (default: 5000)",
+    )
+    ap.add_argument(
+        "--retry-backoff-ms",
+        type=int,
+        default=None,
+        help="the gRPC channel's first reconnection backoff (default: 1000)",
     )
     ap.add_argument("--tls", action="store_true", help="connect with TLS")
     ap.add_argument("--cert-path", default=None, help="PEM CA to verify the server with")
@@ -106,6 +121,7 @@ def main() -> None:
     from openfeature.contrib.provider.flagd.config import ResolverType
     from openfeature.event import ProviderEvent
     from openfeature.exception import ErrorCode
+    from openfeature.provider import ProviderStatus
 
     events: "queue.Queue" = queue.Queue()
 
@@ -126,6 +142,7 @@ def main() -> None:
         selector=args.selector,
         deadline_ms=args.deadline_ms,
         stream_deadline_ms=args.stream_deadline_ms,
+        retry_backoff_ms=args.retry_backoff_ms,
         retry_backoff_max_ms=args.retry_backoff_max_ms,
         tls=args.tls,
         cert_path=args.cert_path,
@@ -171,23 +188,41 @@ def main() -> None:
     threading.Thread(target=watch_stdin, daemon=True).start()
 
     changed_keys: set = set()
-    while not done.is_set():
-        kind, details = events.get()
-        if kind is None:
-            break
-        if kind is ProviderEvent.PROVIDER_ERROR and details.error_code == ErrorCode.PROVIDER_FATAL:
-            fail(f"fatal provider error: {details.message}")
-        if kind is not ProviderEvent.PROVIDER_CONFIGURATION_CHANGED:
-            continue
-        # An event may be handled after a later flag set is already in place, so the
-        # keys are reported as the union over every event since the last line.
-        changed_keys.update(details.flags_changed or [])
+    stale = False
+
+    def report_if_changed() -> None:
+        nonlocal last
         now = evaluate()
         if now != last:
             last = now
             report = {"flags": now, "flags_changed": sorted(changed_keys)}
             changed_keys.clear()
             out("CHANGED " + json.dumps(report, sort_keys=True))
+
+    while not done.is_set():
+        kind, details = events.get()
+        if kind is None:
+            break
+        if kind is ProviderEvent.PROVIDER_ERROR and details.error_code == ErrorCode.PROVIDER_FATAL:
+            fail(f"fatal provider error: {details.message}")
+        if kind is ProviderEvent.PROVIDER_STALE:
+            if not stale and client.get_provider_status() is ProviderStatus.STALE:
+                stale = True
+                out("STALE " + json.dumps({"message": details.message}))
+            continue
+        if kind is ProviderEvent.PROVIDER_READY:
+            if stale and client.get_provider_status() is ProviderStatus.READY:
+                # The flag set is in place before the ready event is emitted.
+                report_if_changed()
+                stale = False
+                out("RECONNECTED " + json.dumps(last, sort_keys=True))
+            continue
+        if kind is not ProviderEvent.PROVIDER_CONFIGURATION_CHANGED:
+            continue
+        # An event may be handled after a later flag set is already in place, so the
+        # keys are reported as the union over every event since the last line.
+        changed_keys.update(details.flags_changed or [])
+        report_if_changed()
 
     api.shutdown()
     watchdog.cancel()

@@ -6,9 +6,13 @@
 //! `<target>/compat/python-venv` (built on first use, rebuilt when the requirements or
 //! python3 change; a lock file keeps two test processes from building it at once). The
 //! script and the test talk in lines: the script prints `READY <json>` once the provider
-//! has its first flag set, and `CHANGED <json>` each time its evaluations change; the test
-//! writes Redis only after the line that proves the provider is where it should be, and
-//! reads every line under a timeout. python3 missing is a failure, not a skip.
+//! has its first flag set, `CHANGED <json>` each time its evaluations change, and
+//! `STALE` / `RECONNECTED` around a lost connection; the test writes Redis (or restarts the
+//! service) only after the line that proves the provider is where it should be, and reads
+//! every line under a timeout. `offline_equivalence.py` (same venv) evaluates each file the
+//! test names on its stdin with the provider both from the stream and in its offline file
+//! mode, and prints one `RESULT <json>` line per file. python3 missing is a failure, not a
+//! skip.
 
 use anyhow::{bail, Context, Result};
 use integration::*;
@@ -31,6 +35,22 @@ const READY_WAIT: Duration = Duration::from_secs(30);
 
 /// The script's own overall deadline, after which it fails by itself.
 const SCRIPT_TIMEOUT_SECS: &str = "90";
+
+/// How long the provider may take to be ready again once a new service listens: the
+/// gRPC channel's reconnection backoff and the provider's own wait before reopening its
+/// stream, both at most [`RETRY_BACKOFF_MAX_MS`] in the reconnection tests, plus
+/// GetMetadata and the first message, on a loaded machine.
+const RECONNECT_WAIT: Duration = Duration::from_secs(30);
+
+/// The provider's reconnection settings in the reconnection tests (defaults 1000 ms and
+/// 5000 ms): `retry_backoff_ms` is the channel's first reconnection backoff,
+/// `retry_backoff_max_ms` its longest and the provider's wait before reopening the stream.
+const RETRY_BACKOFF_MS: &str = "100";
+const RETRY_BACKOFF_MAX_MS: &str = "200";
+
+/// How long `offline_equivalence.py` may take for one file: two providers started (the
+/// stream one connects and waits for its first message) and every flag evaluated.
+const RESULT_WAIT: Duration = Duration::from_secs(30);
 
 /// The provider's start-up deadline for the first flag set. Its default is 500 ms; a bit
 /// more keeps a loaded CI machine from failing the test, while a service that did not
@@ -140,7 +160,7 @@ fn python3_version() -> Result<String> {
     Ok(String::from_utf8_lossy(&text).trim().to_string())
 }
 
-/// One run of `provider_check.py`, killed on drop.
+/// One run of `provider_check.py` (or `offline_equivalence.py`), killed on drop.
 struct ProviderCheck {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -150,21 +170,34 @@ struct ProviderCheck {
 }
 
 impl ProviderCheck {
-    /// Starts the script against the service's gRPC port. `flags` are `TYPE:FLAG`.
+    /// Starts `provider_check.py` against the service's gRPC port. `flags` are `TYPE:FLAG`.
     fn start(svc: &Service, selector: Option<&str>, extra: &[&str], flags: &[&str]) -> Self {
+        let port = svc.grpc_port.to_string();
+        let mut args = vec![
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--timeout",
+            SCRIPT_TIMEOUT_SECS,
+            "--deadline-ms",
+            PROVIDER_DEADLINE_MS,
+        ];
+        args.extend_from_slice(extra);
+        if let Some(s) = selector {
+            args.extend_from_slice(&["--selector", s]);
+        }
+        args.extend_from_slice(flags);
+        Self::spawn("provider_check.py", &args)
+    }
+
+    /// Starts `script` (in `integration/compat/python`) with `args`.
+    fn spawn(script: &str, args: &[&str]) -> Self {
         let python = venv_python();
         let dir = tempfile::tempdir().expect("tempdir");
         let stderr = File::create(dir.path().join("stderr.log")).expect("stderr log");
         let mut cmd = Command::new(python);
-        cmd.arg(compat_dir().join("provider_check.py"))
-            .args(["--host", "127.0.0.1"])
-            .args(["--port", &svc.grpc_port.to_string()])
-            .args(["--timeout", SCRIPT_TIMEOUT_SECS])
-            .args(["--deadline-ms", PROVIDER_DEADLINE_MS])
-            .args(extra);
-        if let Some(s) = selector {
-            cmd.args(["--selector", s]);
-        }
+        cmd.arg(compat_dir().join(script)).args(args);
         // The provider reads FLAGD_* for anything not passed: none may leak in.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("FLAGD_") {
@@ -172,14 +205,13 @@ impl ProviderCheck {
             }
         }
         let mut child = cmd
-            .args(flags)
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
-            .expect("starting provider_check.py");
+            .unwrap_or_else(|e| panic!("starting {script}: {e}"));
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
         ProviderCheck {
@@ -210,19 +242,46 @@ impl ProviderCheck {
         }
     }
 
+    /// [`Self::next`], panicking with the script's stderr on failure.
+    async fn expect(&mut self, tag: &str, within: Duration) -> Value {
+        match self.next(tag, within).await {
+            Ok(v) => v,
+            Err(e) => panic!("{e:#}\n--- script stderr ---\n{}", self.stderr()),
+        }
+    }
+
     /// The evaluations the provider reported once it was ready.
     async fn ready(&mut self) -> Value {
-        match self.next("READY", READY_WAIT).await {
-            Ok(v) => v,
-            Err(e) => panic!("{e:#}\n--- provider_check stderr ---\n{}", self.stderr()),
-        }
+        self.expect("READY", READY_WAIT).await
     }
 
     /// The next change of evaluations: `{"flags": {...}, "flags_changed": [...]}`.
     async fn changed(&mut self) -> Value {
-        match self.next("CHANGED", WAIT).await {
-            Ok(v) => v,
-            Err(e) => panic!("{e:#}\n--- provider_check stderr ---\n{}", self.stderr()),
+        self.expect("CHANGED", WAIT).await
+    }
+
+    /// The connection is lost: `{"message": "..."}`.
+    async fn stale(&mut self) -> Value {
+        self.expect("STALE", WAIT).await
+    }
+
+    /// Ready again after a STALE: the evaluations then.
+    async fn reconnected(&mut self) -> Value {
+        self.expect("RECONNECTED", RECONNECT_WAIT).await
+    }
+
+    /// Writes one line on the script's stdin, under a timeout.
+    async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        let write = async {
+            stdin.write_all(format!("{line}\n").as_bytes()).await?;
+            stdin.flush().await
+        };
+        match tokio::time::timeout(WAIT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("writing to the script: {e}\n{}", self.stderr()),
+            Err(_) => panic!("writing to the script took over {WAIT:?}"),
         }
     }
 
@@ -532,4 +591,271 @@ async fn the_python_provider_connects_over_the_unix_socket() {
         1.0
     );
     py.finish().await;
+}
+
+fn string_flag(value: &str) -> Value {
+    json!({"f": eval(json!(value), "v", "STATIC")})
+}
+
+/// The provider's reconnection settings, small so that the reconnection tests are quick.
+const RETRY_BACKOFF: [&str; 4] = [
+    "--retry-backoff-ms",
+    RETRY_BACKOFF_MS,
+    "--retry-backoff-max-ms",
+    RETRY_BACKOFF_MAX_MS,
+];
+
+/// The service is killed (SIGKILL: the connection just drops), the flags change while it
+/// is down, and a new instance starts on the same port: the provider goes stale,
+/// reconnects by itself, gets the current set with the first message, is ready again and
+/// follows later changes.
+#[tokio::test]
+async fn the_python_provider_reconnects_after_the_service_is_killed_and_restarted() {
+    venv_python();
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let uri = redis.uri("flags");
+    let svc = Service::start(&uri, &[]).await.unwrap();
+    let (grpc_port, mgmt_port) = (svc.grpc_port, svc.mgmt_port);
+    let mut py = ProviderCheck::start(&svc, None, &RETRY_BACKOFF, &["string:f"]);
+    assert_eq!(py.ready().await, string_flag("one"));
+
+    drop(svc); // SIGKILL, and waits for the process to be gone
+    let stale = py.stale().await;
+    assert!(
+        stale["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("disconnected"),
+        "{stale}"
+    );
+    redis.set("flags", &doc("f", "two")).unwrap();
+    let svc = Service::start_on_ports(&uri, grpc_port, mgmt_port, &[])
+        .await
+        .unwrap();
+    // The first message of the new stream carries what changed while the service was down.
+    assert_eq!(py.changed().await["flags"], string_flag("two"));
+    assert_eq!(py.reconnected().await, string_flag("two"));
+
+    redis.set("flags", &doc("f", "three")).unwrap();
+    assert_eq!(py.changed().await["flags"], string_flag("three"));
+    py.finish().await;
+    drop(svc);
+}
+
+/// SIGTERM: the service ends the provider's stream and exits 0; a new instance on the same
+/// port gets the provider back (same set, so no CHANGED), and a change written after that
+/// reaches it.
+#[tokio::test]
+async fn the_python_provider_reconnects_after_a_sigterm_restart() {
+    venv_python();
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let uri = redis.uri("flags");
+    let mut svc = Service::start(&uri, &[]).await.unwrap();
+    let (grpc_port, mgmt_port) = (svc.grpc_port, svc.mgmt_port);
+    let mut py = ProviderCheck::start(&svc, None, &RETRY_BACKOFF, &["string:f"]);
+    assert_eq!(py.ready().await, string_flag("one"));
+
+    svc.sigterm();
+    py.stale().await;
+    let status = svc.wait_exit(WAIT).await.unwrap();
+    assert!(status.success(), "{status}\n{}", svc.logs());
+    drop(svc);
+
+    let _svc = Service::start_on_ports(&uri, grpc_port, mgmt_port, &[])
+        .await
+        .unwrap();
+    assert_eq!(py.reconnected().await, string_flag("one"));
+    redis.set("flags", &doc("f", "two")).unwrap();
+    assert_eq!(py.changed().await["flags"], string_flag("two"));
+    py.finish().await;
+}
+
+/// The flag files `compat_testbed` runs through the service: every `*.json` directly in
+/// `integration/testdata/`, sorted by name, with its path.
+fn testbed_files() -> Vec<(String, PathBuf)> {
+    let dir = testdata("");
+    let mut files: Vec<(String, PathBuf)> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), p))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "testbed files in {}", dir.display());
+    files
+}
+
+/// The evaluations `offline_equivalence.py` makes per flag: one per evaluation context
+/// (its CONTEXTS: empty, ballmer, jobs, odd, build) and one with a type the flag does not
+/// have. Plus one unknown flag per file.
+const EVALUATIONS_PER_FLAG: usize = 6;
+
+/// One evaluation of a RESULT line, for failure messages and spot checks.
+fn evaluation<'a>(result: &'a Value, flag: &str, kind: &str, ctx: &str, mode: &str) -> &'a Value {
+    &result["evaluations"][format!("{flag}|{kind}|{ctx}")][mode]
+}
+
+/// Every testbed file, served by the service, evaluates in the Python provider exactly as
+/// the same provider evaluates the file itself in its offline file mode (FILE resolver,
+/// `offline_flag_source_path`): value, variant, reason, error code and flag metadata, for
+/// every flag under several evaluation contexts, with a wrong type, and an unknown flag.
+///
+/// The offline provider reads each file as it is in `integration/testdata/` (all of them
+/// are in the map form its strict parser accepts; if one were not, the offline provider
+/// would not become ready and the script would FAIL, rather than the file being skipped).
+/// The stream provider gets the document the service serves, normalized (`--normalize`,
+/// the default): keys re-ordered, unknown flag fields dropped, `$evaluators` kept as is.
+#[tokio::test]
+async fn the_python_provider_evaluates_every_testbed_file_alike_from_the_stream_and_offline() {
+    venv_python();
+    let files = testbed_files();
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("marker", "start")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    // A stream of our own shows when the service serves each file: a provider that
+    // connects after that gets it as its first message.
+    let mut watch = svc.stream("").await.unwrap();
+    let first = watch.next_json().await.unwrap();
+    assert_eq!(default_value(&first, "marker").as_deref(), Some("start"));
+
+    let port = svc.grpc_port.to_string();
+    let mut py = ProviderCheck::spawn(
+        "offline_equivalence.py",
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--timeout",
+            "150",
+            "--deadline-ms",
+            PROVIDER_DEADLINE_MS,
+        ],
+    );
+    let mut results = std::collections::BTreeMap::new();
+    let mut mismatches = Vec::new();
+    let mut compared = 0;
+    for (name, path) in &files {
+        let text = fs::read_to_string(path).unwrap();
+        let file: Value = serde_json::from_str(&text).unwrap();
+        redis.set("flags", &text).unwrap();
+        let served = watch
+            .next_json()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:#}\n{}", svc.logs()));
+        let keys = |doc: &Value| -> Vec<String> {
+            let mut keys: Vec<String> = match &doc["flags"] {
+                Value::Object(m) => m.keys().cloned().collect(),
+                Value::Array(l) => l.iter().map(|f| f["key"].to_string()).collect(),
+                _ => panic!("{name}: no flags"),
+            };
+            keys.sort();
+            keys
+        };
+        let flag_names = keys(&file);
+        assert_eq!(
+            keys(&served),
+            flag_names,
+            "{name}: the service serves other flags"
+        );
+
+        let request = json!({"name": name, "path": path.to_str().expect("UTF-8 path")});
+        py.send(&request.to_string()).await;
+        let result = py.expect("RESULT", RESULT_WAIT).await;
+        assert_eq!(result["name"], json!(name));
+        assert_eq!(result["flags"], json!(flag_names.len()), "{name}");
+        let evaluations = result["evaluations"].as_object().expect("evaluations");
+        assert_eq!(
+            evaluations.len(),
+            flag_names.len() * EVALUATIONS_PER_FLAG + 1,
+            "{name}: evaluations made"
+        );
+        for (what, both) in evaluations {
+            compared += 1;
+            if both["stream"] != both["offline"] {
+                mismatches.push(format!(
+                    "{name} {what}:\n  stream  {}\n  offline {}",
+                    both["stream"], both["offline"]
+                ));
+            }
+            // Both had the file's flags: only the unknown flag is not found.
+            let not_found = both["stream"]["error"] == json!("FLAG_NOT_FOUND");
+            assert_eq!(
+                not_found,
+                what.starts_with("no-such-flag-in-any-file|"),
+                "{name} {what}: {both}"
+            );
+        }
+        results.insert(name.clone(), result);
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {compared} evaluations differ between the stream and the offline file:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+    py.finish().await;
+
+    // Spot checks that the evaluation contexts reach the rules (in stream mode; offline
+    // is equal, checked above).
+    let r = |file: &str| &results[file];
+    let eval_of = |file: &str, flag: &str, kind: &str, ctx: &str| {
+        let e = evaluation(r(file), flag, kind, ctx, "stream");
+        (
+            e["value"].clone(),
+            e["variant"].clone(),
+            e["reason"].clone(),
+        )
+    };
+    assert_eq!(
+        eval_of(
+            "evaluator-refs.json",
+            "some-email-targeted-flag",
+            "string",
+            "ballmer"
+        ),
+        (json!("hi"), json!("hi"), json!("TARGETING_MATCH"))
+    );
+    assert_eq!(
+        eval_of(
+            "evaluator-refs.json",
+            "some-email-targeted-flag",
+            "string",
+            "jobs"
+        ),
+        (json!("bye"), json!("bye"), json!("TARGETING_MATCH"))
+    );
+    assert_eq!(
+        eval_of("testing-flags.json", "context-aware", "string", "ballmer"),
+        (
+            json!("INTERNAL"),
+            json!("internal"),
+            json!("TARGETING_MATCH")
+        )
+    );
+    assert_eq!(
+        eval_of(
+            "custom-ops.json",
+            "equal-greater-lesser-version-flag",
+            "string",
+            "jobs"
+        ),
+        (json!("greater"), json!("greater"), json!("TARGETING_MATCH"))
+    );
+    assert_eq!(
+        eval_of("testing-flags.json", "boolean-flag", "bool", "empty"),
+        (json!(true), json!("on"), json!("STATIC"))
+    );
+    assert_eq!(
+        evaluation(
+            r("metadata-flags.json"),
+            "metadata-flag",
+            "bool",
+            "empty",
+            "stream"
+        )["metadata"],
+        json!({"string": "a", "integer": 1, "float": 1.2, "boolean": true})
+    );
 }
