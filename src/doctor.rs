@@ -24,7 +24,7 @@
 //! No check writes anything: rights are probed with `ACL DRYRUN` where available, and the
 //! subcommand's SUBSCRIBE probe is on its own connection.
 
-use crate::config::{RedisAddr, RedisTarget, RedisTls};
+use crate::config::{RedisAddr, RedisTarget, RedisTls, Storage};
 use crate::flags;
 use crate::source::notify_merged;
 use crate::status::Status;
@@ -584,6 +584,36 @@ struct KeyFacts {
     pttl: Result<i64, RedisError>,
 }
 
+/// The first source's value as the service reads it: the string, or for `type=hash` the
+/// field list as a JSON array (what [`flags::parse_hash`] reads); `None` if absent.
+async fn read_value(
+    con: &mut MultiplexedConnection,
+    target: &RedisTarget,
+) -> Result<Option<Vec<u8>>, RedisError> {
+    if storage(target) == Storage::String {
+        return redis::cmd("GET").arg(&target.key).query_async(con).await;
+    }
+    let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(&target.key)
+        .query_async(con)
+        .await?;
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let flat: Vec<&str> = fields
+        .iter()
+        .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+        .collect();
+    Ok(Some(serde_json::to_vec(&flat).expect("strings serialise")))
+}
+
+fn storage(target: &RedisTarget) -> Storage {
+    target
+        .sources
+        .first()
+        .map_or(Storage::String, |s| s.storage)
+}
+
 async fn run_checks(
     con: &mut MultiplexedConnection,
     target: &RedisTarget,
@@ -593,7 +623,7 @@ async fn run_checks(
     let mode = probes.mode;
     let info = server_info(con).await;
     let key = KeyFacts {
-        value: redis::cmd("GET").arg(&target.key).query_async(con).await,
+        value: read_value(con, target).await,
         kind: redis::cmd("TYPE").arg(&target.key).query_async(con).await,
         pttl: redis::cmd("PTTL").arg(&target.key).query_async(con).await,
     };
@@ -632,7 +662,7 @@ async fn run_checks(
 
     let mut report = vec![
         version(&info),
-        topology(&info),
+        topology(&info, target),
         replication(&info),
         auth(target),
         tls(target),
@@ -646,7 +676,7 @@ async fn run_checks(
         size(&key, documents),
     ];
     if mode == Mode::Cli {
-        report.push(document(&key, documents));
+        report.push(document(&key, documents, storage(target)));
     }
     report.push(rights_get(target, &user, &key));
     report.push(rights_subscribe(target, &user, mode, probes.subscribe));
@@ -679,24 +709,38 @@ fn version(info: &ServerInfo) -> Finding {
     }
 }
 
-fn topology(info: &ServerInfo) -> Finding {
+fn topology(info: &ServerInfo, target: &RedisTarget) -> Finding {
     const C: &str = "topology";
+    let (sentinel_uri, cluster_uri) = (
+        matches!(target.addr, RedisAddr::Sentinel { .. }),
+        matches!(target.addr, RedisAddr::Cluster { .. }),
+    );
     match info.get("redis_mode") {
         None => Finding::skipped(C, info.missing("server mode")),
-        Some("standalone") => Finding::ok(
+        Some("standalone") if sentinel_uri => Finding::ok(
             C,
-            "standalone server (Sentinel and Cluster are not in use; the service supports neither yet)",
+            "the master the sentinels name (the service asks them again at every reconnect and follows failovers)",
+        ),
+        Some("standalone") if cluster_uri => Finding::fail(
+            C,
+            "redis+cluster:// names a server that is not in cluster mode",
+            "use redis:// (or redis+sentinel://) for this server",
+        ),
+        Some("standalone") => Finding::ok(C, "standalone server"),
+        Some("cluster") if cluster_uri => Finding::ok(
+            C,
+            "cluster mode: connected to the master that owns the key's slot (followed through failovers and resharding)",
         ),
         Some("cluster") => Finding::warn(
             C,
-            "cluster mode: the service talks to this node only, which must own the key's slot; \
-             Cluster is not supported yet, so slot moves and cluster health are not followed",
-            "point --redis-uri at a standalone Redis (or its master), or keep the key's slot on this node",
+            "cluster mode, but the URI is redis://: the service talks to this node only, so slot moves and \
+             failovers are not followed",
+            "use redis+cluster://node1:port,node2:port/?key=NAME (see docs/topologies.md)",
         ),
         Some("sentinel") => Finding::fail(
             C,
-            "this is a Sentinel, not a Redis holding data; Sentinel is not supported yet",
-            "point --redis-uri at the current master (SENTINEL get-master-addr-by-name NAME)",
+            "this is a Sentinel, not a Redis holding data",
+            "use redis+sentinel://sentinel1:26379,sentinel2:26379/MASTER_NAME/DB?key=NAME (see docs/topologies.md)",
         ),
         Some(other) => Finding::ok(C, format!("server mode {other}")),
     }
@@ -1043,6 +1087,18 @@ fn key_exists(target: &RedisTarget, key: &KeyFacts) -> Finding {
             format!("store the flagd JSON document as a string: redis-cli -n {} -x SET {k} < flags.json", target.db),
         )
     };
+    if storage(target) == Storage::Hash {
+        return match &key.kind {
+            Ok(t) if t == "none" => missing(),
+            Ok(t) if t == "hash" => Finding::ok(C, format!("{k} exists and holds a hash (type=hash)")),
+            Ok(t) => Finding::fail(
+                C,
+                format!("the key {k} holds a {t}, not a hash (the URI says type=hash)"),
+                "store one field per flag (HSET KEY FLAG JSON), or drop type=hash for a JSON string",
+            ),
+            Err(e) => Finding::skipped(C, format!("TYPE: {}", reason(e))),
+        };
+    }
     match &key.kind {
         Ok(t) if t == "none" => missing(),
         Ok(t) if t == "string" => Finding::ok(C, format!("{k} exists and holds a string")),
@@ -1109,7 +1165,7 @@ fn size(key: &KeyFacts, documents: &flags::Options) -> Finding {
     }
 }
 
-fn document(key: &KeyFacts, documents: &flags::Options) -> Finding {
+fn document(key: &KeyFacts, documents: &flags::Options, storage: Storage) -> Finding {
     const C: &str = "document";
     match &key.value {
         Err(e) => Finding::skipped(C, format!("GET: {}", reason(e))),
@@ -1119,7 +1175,10 @@ fn document(key: &KeyFacts, documents: &flags::Options) -> Finding {
             Level::Skipped,
             "not validated: larger than the limit (see size)",
         ),
-        Ok(Some(v)) => match flags::parse(v, documents) {
+        Ok(Some(v)) => match match storage {
+            Storage::String => flags::parse(v, documents),
+            Storage::Hash => flags::parse_hash(v, documents),
+        } {
             Ok(doc) => Finding::ok(
                 C,
                 format!(
@@ -1343,7 +1402,8 @@ mod tests {
             info_error: None,
         };
         assert_eq!(version(&info).level, Level::Ok);
-        assert_eq!(topology(&info).level, Level::Ok);
+        let plain = RedisTarget::parse("redis://h/0?key=f").unwrap();
+        assert_eq!(topology(&info, &plain).level, Level::Ok);
     }
 
     #[test]

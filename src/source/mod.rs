@@ -170,7 +170,7 @@ impl Watcher {
         status: Arc<Status>,
         metrics: Metrics,
     ) -> Self {
-        let sources = indexes
+        let sources: Vec<Source> = indexes
             .into_iter()
             .map(|index| Source {
                 index,
@@ -178,8 +178,12 @@ impl Watcher {
                 last_refused: None,
             })
             .collect();
+        // This watcher's view of the target: its own keys (on a Cluster, one slot's).
+        let mut target = cfg.redis.clone();
+        target.sources = sources.iter().map(|s| s.spec.clone()).collect();
+        target.key = target.sources[0].key.clone();
         Watcher {
-            target: cfg.redis.clone(),
+            target,
             sources,
             hub,
             status,
@@ -289,7 +293,7 @@ impl Watcher {
         // Production-readiness checks on this connection, in the background; they end with the session.
         let _doctor = crate::doctor::spawn_session_checks(
             &con,
-            &node,
+            &self.target,
             self.documents,
             &self.status,
             &self.metrics,

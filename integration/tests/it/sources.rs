@@ -77,6 +77,11 @@ async fn sources_merge_select_and_push_only_where_the_selection_changed() {
     let (code, ready) = svc.readyz().await;
     assert_eq!(code, 200, "{ready}");
     assert_eq!(ready["sources"]["team-b"]["state"], "valid");
+    // The doctor reads a hash source as the service does.
+    let hash_uri = format!("redis://127.0.0.1:{}/0?key=flags:b&type=hash", redis.port);
+    let found = crate::topology::doctor(&hash_uri).await;
+    assert_eq!(found["key"].0, "ok", "{found:?}");
+    assert!(found["document"].1.contains("2 flag(s)"), "{found:?}");
     assert!(
         svc.logs().contains("flag defined by several sources"),
         "the clash is logged:\n{}",

@@ -211,6 +211,32 @@ async fn put(uri: &str, text: &str) {
     );
 }
 
+/// `flagd-redis-sync doctor --format json` on `uri`: finding check -> (level, message).
+pub(crate) async fn doctor(uri: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let out = tokio::time::timeout(
+        WAIT * 2,
+        tokio::process::Command::new(binary())
+            .args(["doctor", "--format", "json", "--redis-uri", uri])
+            .env_remove("REDIS_URI")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("doctor finishes")
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("check"), (s("level"), s("message")))
+        })
+        .collect()
+}
+
 /// The value of flag `f` in the stream's next message.
 async fn next_f(s: &mut SyncStream) -> Option<String> {
     default_value(&s.next_json().await.unwrap(), "f")
@@ -225,6 +251,10 @@ async fn sentinel_failover_keeps_streams_and_follows_the_new_master() {
         .unwrap();
     let mut s = svc.stream("").await.unwrap();
     assert_eq!(next_f(&mut s).await.as_deref(), Some("one"));
+    let found = doctor(&set.uri("flags")).await;
+    assert_eq!(found["topology"].0, "ok", "{found:?}");
+    assert!(found["topology"].1.contains("sentinels name"), "{found:?}");
+    assert_eq!(found["document"].0, "ok", "{found:?}");
     put(&set.uri("flags"), &doc("f", "two")).await;
     assert_eq!(set.get("flags").unwrap(), Some(doc("f", "two")));
     assert_eq!(next_f(&mut s).await.as_deref(), Some("two"));
@@ -272,6 +302,16 @@ async fn cluster_failover_and_slot_migration_keep_changes_flowing() {
         "watches the slot owner {first}:\n{}",
         svc.logs()
     );
+    let found = doctor(&cluster.uri("flags")).await;
+    assert_eq!(found["topology"].0, "ok", "{found:?}");
+    assert!(
+        found["topology"].1.contains("owns the key's slot"),
+        "{found:?}"
+    );
+    assert_eq!(found["document"].0, "ok", "{found:?}");
+    // A plain redis:// URI to the same node: told to use redis+cluster://.
+    let plain = doctor(&format!("redis://127.0.0.1:{first}/0?key=flags")).await;
+    assert_eq!(plain["topology"].0, "warn", "{plain:?}");
     put(&cluster.uri("flags"), &doc("f", "two")).await;
     assert_eq!(cluster.get("flags").unwrap(), Some(doc("f", "two")));
     assert_eq!(next_f(&mut s).await.as_deref(), Some("two"));
