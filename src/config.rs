@@ -66,9 +66,12 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Where the flags live: redis://[user:password@]host[:port][/db]?key=NAME, rediss://
-    /// for TLS, or unix:///path/to/redis.sock?db=N&key=NAME. The key must hold a flagd
-    /// JSON document (a string). Keep the password out of the URI (process lists show
-    /// it): use REDIS_PASSWORD or --redis-password-file.
+    /// for TLS, unix:///path/to/redis.sock?db=N&key=NAME,
+    /// redis+sentinel://host1:26379,host2:26379/MASTER/DB?key=NAME or
+    /// redis+cluster://host1:6379,host2:6379/?key=NAME. The key must hold a flagd JSON
+    /// document (a string; with type=hash, a hash of one field per flag); key= may repeat.
+    /// Keep the password out of the URI (process lists show it): use REDIS_PASSWORD or
+    /// --redis-password-file.
     #[arg(long, env = "REDIS_URI", required = true, hide_env_values = true)]
     pub redis_uri: Option<String>,
 
