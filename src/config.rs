@@ -564,11 +564,11 @@ impl fmt::Display for RedisTarget {
             (None, None) => String::new(),
         };
         let mut query: Vec<String> = Vec::new();
-        let uri_sources = self.sources.iter().filter(|s| s.name == s.key);
-        for s in uri_sources {
+        // Every key watched (a `--source` key too: log lines should name it).
+        for s in &self.sources {
             query.push(format!("key={}", s.key));
         }
-        if self.sources.is_empty() {
+        if self.sources.is_empty() && !self.key.is_empty() {
             query.push(format!("key={}", self.key));
         }
         if self.storage == Storage::Hash {

@@ -116,6 +116,19 @@ fn doc_view(doc: &Document, ctx: Option<&prost_types::Struct>) -> Arc<View> {
     })
 }
 
+/// What the publishers have reported, per source.
+#[derive(Debug)]
+struct Sources {
+    /// The newest valid document of each source.
+    docs: Vec<Option<Arc<SourceDoc>>>,
+    /// Whether each source's watcher has tried a first read (or a first connection):
+    /// nothing is announced before every source is settled, so streams never get a
+    /// partial first set just because one watcher connected a little earlier.
+    settled: Vec<bool>,
+    /// Documents arrived that were not announced yet.
+    pending: bool,
+}
+
 /// The current snapshot and the channel that announces new ones.
 #[derive(Debug)]
 pub struct Hub {
@@ -126,7 +139,7 @@ pub struct Hub {
     /// ring frees inside `send`, before it wakes any stream. Freed after the send instead.
     retired: Mutex<std::collections::VecDeque<Arc<Snapshot>>>,
     /// Serialises publishers (one watcher per Cluster slot may publish concurrently).
-    publishing: Mutex<Vec<Option<Arc<SourceDoc>>>>,
+    publishing: Mutex<Sources>,
     /// Flag names defined by more than one source at the last merge, to log changes once.
     clashes: Mutex<BTreeMap<String, Vec<String>>>,
     /// The current snapshot came from the snapshot file: it is served until every
@@ -145,7 +158,11 @@ impl Hub {
             tx,
             current: RwLock::new(None),
             retired: Mutex::new(std::collections::VecDeque::new()),
-            publishing: Mutex::new(vec![None; names.len()]),
+            publishing: Mutex::new(Sources {
+                docs: vec![None; names.len()],
+                settled: vec![false; names.len()],
+                pending: false,
+            }),
             clashes: Mutex::new(BTreeMap::new()),
             preloaded: Default::default(),
             context,
@@ -155,44 +172,66 @@ impl Hub {
 
     /// Publishes the only source's document (single-source services and tests).
     pub fn publish(&self, doc: Document) -> bool {
-        !self.publish_sources(vec![(0, doc)]).is_empty()
+        !self.publish_sources(vec![(0, doc)], &[0]).is_empty()
     }
 
     /// Publishes new documents of some sources as one snapshot (so a batch of changes
-    /// reaches clients as one message). Sources whose content did not change are
-    /// skipped; returns the indexes that changed (nothing is announced if none did).
-    pub fn publish_sources(&self, updates: Vec<(usize, Document)>) -> Vec<usize> {
-        let mut sources = self.publishing.lock().expect("hub lock poisoned");
+    /// reaches clients as one message), and marks the sources in `read` settled (a read
+    /// was tried). Sources whose content did not change are skipped; returns the indexes
+    /// that changed. Nothing is announced if nothing changed, or while a source is not
+    /// settled yet (see [`Hub::settle`]), or while the snapshot file is served and a
+    /// source has no document.
+    pub fn publish_sources(&self, updates: Vec<(usize, Document)>, read: &[usize]) -> Vec<usize> {
+        let mut state = self.publishing.lock().expect("hub lock poisoned");
         let mut changed = Vec::new();
         for (i, doc) in updates {
-            if sources[i]
+            if state.docs[i]
                 .as_ref()
                 .is_some_and(|s| s.doc.digest == doc.digest)
             {
                 continue;
             }
             let view = doc_view(&doc, self.context.as_ref());
-            sources[i] = Some(Arc::new(SourceDoc {
+            state.docs[i] = Some(Arc::new(SourceDoc {
                 doc: Arc::new(doc),
                 view,
             }));
             changed.push(i);
         }
-        if changed.is_empty() {
-            return changed;
+        state.pending |= !changed.is_empty();
+        for &i in read {
+            state.settled[i] = true;
+        }
+        self.announce_pending(&mut state);
+        changed
+    }
+
+    /// Marks sources settled without a document (their watcher could not connect), so
+    /// the other sources are served.
+    pub fn settle(&self, indexes: &[usize]) {
+        let mut state = self.publishing.lock().expect("hub lock poisoned");
+        for &i in indexes {
+            state.settled[i] = true;
+        }
+        self.announce_pending(&mut state);
+    }
+
+    fn announce_pending(&self, state: &mut Sources) {
+        if !state.pending || state.settled.iter().any(|s| !s) {
+            return;
         }
         use std::sync::atomic::Ordering::SeqCst;
         if self.preloaded.load(SeqCst) {
-            if sources.iter().any(Option::is_none) {
-                return changed;
+            if state.docs.iter().any(Option::is_none) {
+                return;
             }
             self.preloaded.store(false, SeqCst);
         }
         let (doc, all) = if self.names.len() == 1 {
-            let only = sources[0].as_ref().expect("just published");
+            let only = state.docs[0].as_ref().expect("pending means published");
             (only.doc.clone(), only.view.clone())
         } else {
-            let doc = Arc::new(self.merge(&sources));
+            let doc = Arc::new(self.merge(&state.docs));
             let view = doc_view(&doc, self.context.as_ref());
             (doc, view)
         };
@@ -200,10 +239,10 @@ impl Hub {
             doc,
             published_at: SystemTime::now(),
             all,
-            sources: sources.clone(),
+            sources: state.docs.clone(),
             filtered: Mutex::new(HashMap::new()),
         });
-        changed
+        state.pending = false;
     }
 
     /// Serves a document from the snapshot file until the sources are read.
@@ -226,6 +265,7 @@ impl Hub {
         self.publishing
             .lock()
             .expect("hub lock poisoned")
+            .docs
             .iter()
             .all(Option::is_some)
     }
@@ -420,12 +460,13 @@ mod tests {
     #[test]
     fn sources_merge_in_order_and_select_by_source_and_set() {
         let hub = Hub::new(vec!["a".into(), "b".into()], None);
-        let changed = hub.publish_sources(vec![
+        let changed = hub.publish_sources(
+            vec![
             (0, doc_with(r#"{"flags":{"x":{"state":"ENABLED","variants":{"v":"from-a"},"defaultVariant":"v"},
                 "only-a":{"state":"ENABLED","variants":{"v":1},"defaultVariant":"v"}},
                 "metadata":{"flagSetId":"team-a"}}"#)),
             (1, flag_doc("x", "from-b", "team-b")),
-        ]);
+        ], &[0, 1]);
         assert_eq!(changed, [0, 1]);
         assert!(hub.complete());
         let snap = hub.current().unwrap();
@@ -455,13 +496,16 @@ mod tests {
     #[test]
     fn a_change_in_one_source_keeps_the_other_sources_view() {
         let hub = Hub::new(vec!["a".into(), "b".into()], None);
-        hub.publish_sources(vec![
-            (0, flag_doc("x", "1", "")),
-            (1, flag_doc("y", "1", "")),
-        ]);
+        hub.publish_sources(
+            vec![(0, flag_doc("x", "1", "")), (1, flag_doc("y", "1", ""))],
+            &[0, 1],
+        );
         let before = hub.current().unwrap();
         assert!(hub.complete());
-        assert_eq!(hub.publish_sources(vec![(1, flag_doc("y", "2", ""))]), [1]);
+        assert_eq!(
+            hub.publish_sources(vec![(1, flag_doc("y", "2", ""))], &[1]),
+            [1]
+        );
         let after = hub.current().unwrap();
         let a = Selector::Source("a".into());
         let b = Selector::Source("b".into());
@@ -470,16 +514,24 @@ mod tests {
         assert_ne!(before.all.digest, after.all.digest);
         // Same content again: nothing is announced.
         assert!(hub
-            .publish_sources(vec![(1, flag_doc("y", "2", ""))])
+            .publish_sources(vec![(1, flag_doc("y", "2", ""))], &[1])
             .is_empty());
     }
 
     #[test]
-    fn readiness_needs_every_source() {
+    fn nothing_is_announced_before_every_source_was_tried_and_readiness_needs_them_all() {
         let hub = Hub::new(vec!["a".into(), "b".into()], None);
-        hub.publish_sources(vec![(0, doc("1"))]);
-        assert!(!hub.complete());
-        // Clients still get what is loaded.
+        // Source a is read; b's watcher has not tried yet: no partial first set.
+        hub.publish_sources(vec![(0, doc("1"))], &[0]);
+        assert!(hub.current().is_none());
+        // b's key turned out missing (tried, no document): a is served, not ready.
+        hub.publish_sources(vec![], &[1]);
+        assert_eq!(flag_names(&hub.current().unwrap().all), ["f"]);
+        assert!(!hub.complete() && !hub.ready());
+        // A watcher that cannot connect at all settles its sources too.
+        let hub = Hub::new(vec!["a".into(), "b".into()], None);
+        hub.publish_sources(vec![(0, doc("1"))], &[0]);
+        hub.settle(&[1]);
         assert_eq!(flag_names(&hub.current().unwrap().all), ["f"]);
     }
 }

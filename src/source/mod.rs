@@ -211,6 +211,9 @@ impl Watcher {
                 Err(e) => e,
             };
             self.metrics.redis_up.record(0, &[]);
+            // Tried: the other watchers' sources are served without these.
+            let mine: Vec<usize> = self.sources.iter().map(|s| s.index).collect();
+            self.hub.settle(&mine);
             let message = e.to_string();
             let was_connected = self.status.get().redis == RedisState::Connected;
             self.status.update(|s| {
@@ -456,7 +459,8 @@ impl Watcher {
             // at once whether to follow it rather than wait for the next check.
             self.check_placement(placement, con, None).await?;
         }
-        self.publish(updates, seen);
+        let read: Vec<usize> = which.iter().map(|&i| self.sources[i].index).collect();
+        self.publish(updates, &read, seen);
         // After publishing: whoever sees "valid" finds the document served.
         for i in valid {
             let name = self.sources[i].spec.name.clone();
@@ -533,10 +537,12 @@ impl Watcher {
     }
 
     /// Publishes valid documents (unchanged content is a no-op) and saves the result.
-    fn publish(&mut self, updates: Vec<(usize, flags::Document)>, seen: Option<Instant>) {
-        if updates.is_empty() {
-            return;
-        }
+    fn publish(
+        &mut self,
+        updates: Vec<(usize, flags::Document)>,
+        read: &[usize],
+        seen: Option<Instant>,
+    ) {
         let described: Vec<(usize, flags::Digest, usize, usize)> = updates
             .iter()
             .map(|(i, d)| (*i, d.digest, d.canonical.len(), d.flag_count))
@@ -546,6 +552,7 @@ impl Watcher {
                 .into_iter()
                 .map(|(i, d)| (self.sources[i].index, d))
                 .collect(),
+            read,
         );
         for (i, digest, size, count) in described {
             let source = &self.sources[i].spec;

@@ -291,17 +291,37 @@ async fn sentinel_failover_keeps_streams_and_follows_the_new_master() {
 async fn cluster_failover_and_slot_migration_keep_changes_flowing() {
     let cluster = RedisCluster::start(3, 1).unwrap();
     cluster.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&cluster.uri("flags"), &["--redis-ping-interval", "1"])
-        .await
-        .unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    assert_eq!(next_f(&mut s).await.as_deref(), Some("one"));
     let first = cluster.owner_of("flags");
-    assert!(
-        svc.logs().contains(&format!("127.0.0.1:{first}")),
-        "watches the slot owner {first}:\n{}",
-        svc.logs()
-    );
+    // A second source whose key lives on another master: a second watcher.
+    let other = (0..100)
+        .map(|i| format!("team:{i}"))
+        .find(|k| cluster.owner_of(k) != first)
+        .expect("a key on another master");
+    let other_owner = cluster.owner_of(&other);
+    cluster.set(&other, &doc("g", "g1")).unwrap();
+    let source = format!("other={other}");
+    let svc = Service::start(
+        &cluster.uri("flags"),
+        &["--redis-ping-interval", "1", "--source", &source],
+    )
+    .await
+    .unwrap();
+    let mut s = svc.stream("flags").await.unwrap();
+    assert_eq!(next_f(&mut s).await.as_deref(), Some("one"));
+    let mut merged = svc.stream("").await.unwrap();
+    let m = merged.next_json().await.unwrap();
+    assert_eq!(default_value(&m, "g").as_deref(), Some("g1"), "{m}");
+    for port in [first, other_owner] {
+        assert!(
+            svc.logs().contains(&format!("127.0.0.1:{port}")),
+            "watches the slot owner {port}:\n{}",
+            svc.logs()
+        );
+    }
+    cluster.set(&other, &doc("g", "g2")).unwrap();
+    let m = merged.next_json().await.unwrap();
+    assert_eq!(default_value(&m, "g").as_deref(), Some("g2"), "{m}");
+    assert_eq!(default_value(&m, "f").as_deref(), Some("one"), "{m}");
     let found = doctor(&cluster.uri("flags")).await;
     assert_eq!(found["topology"].0, "ok", "{found:?}");
     assert!(
