@@ -584,29 +584,7 @@ struct KeyFacts {
     pttl: Result<i64, RedisError>,
 }
 
-/// The first source's value as the service reads it: the string, or for `type=hash` the
-/// field list as a JSON array (what [`flags::parse_hash`] reads); `None` if absent.
-async fn read_value(
-    con: &mut MultiplexedConnection,
-    target: &RedisTarget,
-) -> Result<Option<Vec<u8>>, RedisError> {
-    if storage(target) == Storage::String {
-        return redis::cmd("GET").arg(&target.key).query_async(con).await;
-    }
-    let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-        .arg(&target.key)
-        .query_async(con)
-        .await?;
-    if fields.is_empty() {
-        return Ok(None);
-    }
-    let flat: Vec<&str> = fields
-        .iter()
-        .flat_map(|(k, v)| [k.as_str(), v.as_str()])
-        .collect();
-    Ok(Some(serde_json::to_vec(&flat).expect("strings serialise")))
-}
-
+/// How the first source is stored.
 fn storage(target: &RedisTarget) -> Storage {
     target
         .sources
@@ -623,7 +601,7 @@ async fn run_checks(
     let mode = probes.mode;
     let info = server_info(con).await;
     let key = KeyFacts {
-        value: read_value(con, target).await,
+        value: crate::source::read_plain(con, &target.key, storage(target)).await,
         kind: redis::cmd("TYPE").arg(&target.key).query_async(con).await,
         pttl: redis::cmd("PTTL").arg(&target.key).query_async(con).await,
     };

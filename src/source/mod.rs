@@ -23,6 +23,8 @@ mod notify;
 mod reader;
 pub mod topology;
 
+pub(crate) use reader::read_plain;
+
 pub use backoff::Backoff;
 /// Which `notify-keyspace-events` letters are missing (for the doctor).
 pub(crate) use notify::merged as notify_merged;
@@ -336,7 +338,7 @@ impl Watcher {
                             PushKind::Disconnection => return Err(SessionError::Disconnected),
                             PushKind::Message => {
                                 self.metrics.notifications.add(1, &[]);
-                                let channel = p.data.first().and_then(string_of);
+                                let channel = p.data.first().and_then(topology::as_string);
                                 for (i, c) in channels.iter().enumerate() {
                                     if channel.as_deref() == Some(c.as_str()) {
                                         dirty[i] = true;
@@ -396,7 +398,9 @@ impl Watcher {
     /// Marks the sources a tracking invalidation names (all of them for FLUSHALL's null).
     fn mark_invalidated(&self, data: &[redis::Value], dirty: &mut [bool]) {
         let keys: Option<Vec<String>> = match data.first() {
-            Some(redis::Value::Array(items)) => Some(items.iter().filter_map(string_of).collect()),
+            Some(redis::Value::Array(items)) => {
+                Some(items.iter().filter_map(topology::as_string).collect())
+            }
             _ => None,
         };
         for (i, s) in self.sources.iter().enumerate() {
@@ -613,14 +617,6 @@ async fn recv_hint(
     match hints {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-fn string_of(v: &redis::Value) -> Option<String> {
-    match v {
-        redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        redis::Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
     }
 }
 

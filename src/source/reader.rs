@@ -68,23 +68,7 @@ impl Reader {
                 Err(e) => return Err(e),
             }
         }
-        if self.storage == Storage::Hash {
-            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(&self.key)
-                .query_async(con)
-                .await?;
-            if fields.is_empty() {
-                return Ok(Fetched::Missing);
-            }
-            let flat: Vec<&str> = fields
-                .iter()
-                .flat_map(|(k, v)| [k.as_str(), v.as_str()])
-                .collect();
-            return Ok(Fetched::Value(
-                serde_json::to_vec(&flat).expect("strings always serialise"),
-            ));
-        }
-        let v: Option<Vec<u8>> = redis::cmd("GET").arg(&self.key).query_async(con).await?;
+        let v = read_plain(con, &self.key, self.storage).await?;
         Ok(v.map_or(Fetched::Missing, Fetched::Value))
     }
 
@@ -151,6 +135,30 @@ impl Reader {
             _ => Err(unexpected()),
         }
     }
+}
+
+/// Reads a key without the script: GET, or for a hash HGETALL as the JSON array
+/// `[field, value, …]` that [`crate::flags::parse_hash`] reads (what the script returns
+/// too). `None` when the key does not exist.
+pub async fn read_plain(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    storage: Storage,
+) -> redis::RedisResult<Option<Vec<u8>>> {
+    if storage == Storage::String {
+        return redis::cmd("GET").arg(key).query_async(con).await;
+    }
+    let fields: Vec<(String, String)> = redis::cmd("HGETALL").arg(key).query_async(con).await?;
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let flat: Vec<&str> = fields
+        .iter()
+        .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+        .collect();
+    Ok(Some(
+        serde_json::to_vec(&flat).expect("strings always serialise"),
+    ))
 }
 
 fn unexpected() -> redis::RedisError {

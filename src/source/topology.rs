@@ -206,7 +206,8 @@ fn as_int(v: &Value) -> Option<i64> {
     }
 }
 
-fn as_string(v: &Value) -> Option<String> {
+/// A string reply (bulk, simple or verbatim) as a `String`.
+pub fn as_string(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),

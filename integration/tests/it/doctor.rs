@@ -111,7 +111,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 }
 
 /// `doctor --format json`: (exit code, report).
-fn doctor(uri: &str, env: &[(&str, &str)]) -> (i32, Value) {
+pub(crate) fn doctor(uri: &str, env: &[(&str, &str)]) -> (i32, Value) {
     doctor_with(uri, &[], env)
 }
 

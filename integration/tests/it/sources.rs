@@ -23,7 +23,7 @@ fn names(doc: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sources_merge_select_and_push_only_where_the_selection_changed() {
     let redis = RedisServer::start().unwrap();
     // Source "base" (a string key named in the URI): flags a and shared, set "team-a".
@@ -79,7 +79,7 @@ async fn sources_merge_select_and_push_only_where_the_selection_changed() {
     assert_eq!(ready["sources"]["team-b"]["state"], "valid");
     // The doctor reads a hash source as the service does.
     let hash_uri = format!("redis://127.0.0.1:{}/0?key=flags:b&type=hash", redis.port);
-    let found = crate::topology::doctor(&hash_uri).await;
+    let found = crate::topology::doctor(&hash_uri);
     assert_eq!(found["key"].0, "ok", "{found:?}");
     assert!(found["document"].1.contains("2 flag(s)"), "{found:?}");
     assert!(

@@ -6,14 +6,14 @@ use integration::*;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-struct Out {
-    code: i32,
+pub(crate) struct Out {
+    pub(crate) code: i32,
     stdout: String,
     stderr: String,
 }
 
 impl Out {
-    fn all(&self) -> String {
+    pub(crate) fn all(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
     }
 }
@@ -52,11 +52,12 @@ async fn run_with_stdin(args: &[&str], stdin: Option<&str>) -> Out {
     }
 }
 
-async fn run(args: &[&str]) -> Out {
+/// Runs the binary with `args` under a deadline.
+pub(crate) async fn run(args: &[&str]) -> Out {
     run_with_stdin(args, None).await
 }
 
-fn file(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
+pub(crate) fn file(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
     let p = dir.path().join(name);
     std::fs::write(&p, content).unwrap();
     p.display().to_string()

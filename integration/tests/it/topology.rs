@@ -189,43 +189,15 @@ fn wait_until_value(port: u16, key: &str, want: &str) -> String {
 /// Writes a document with `flagd-redis-sync put`, which must find the node itself.
 async fn put(uri: &str, text: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("flags.json");
-    std::fs::write(&path, text).unwrap();
-    let out = tokio::time::timeout(
-        WAIT,
-        tokio::process::Command::new(binary())
-            .args(["put", "--redis-uri", uri])
-            .arg(&path)
-            .env_remove("REDIS_URI")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("put finishes")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "put: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = crate::tools::file(&dir, "flags.json", text);
+    let out = crate::tools::run(&["put", "--redis-uri", uri, &path]).await;
+    assert_eq!(out.code, 0, "put: {}", out.all());
 }
 
 /// `flagd-redis-sync doctor --format json` on `uri`: finding check -> (level, message).
-pub(crate) async fn doctor(uri: &str) -> std::collections::BTreeMap<String, (String, String)> {
-    let out = tokio::time::timeout(
-        WAIT * 2,
-        tokio::process::Command::new(binary())
-            .args(["doctor", "--format", "json", "--redis-uri", uri])
-            .env_remove("REDIS_URI")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("doctor finishes")
-    .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+/// Blocking: call from a multi-thread runtime (it runs the child to completion).
+pub(crate) fn doctor(uri: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let (_, report) = tokio::task::block_in_place(|| crate::doctor::doctor(uri, &[]));
     report["findings"]
         .as_array()
         .unwrap()
@@ -251,7 +223,7 @@ async fn sentinel_failover_keeps_streams_and_follows_the_new_master() {
         .unwrap();
     let mut s = svc.stream("").await.unwrap();
     assert_eq!(next_f(&mut s).await.as_deref(), Some("one"));
-    let found = doctor(&set.uri("flags")).await;
+    let found = doctor(&set.uri("flags"));
     assert_eq!(found["topology"].0, "ok", "{found:?}");
     assert!(found["topology"].1.contains("sentinels name"), "{found:?}");
     assert_eq!(found["document"].0, "ok", "{found:?}");
@@ -322,7 +294,7 @@ async fn cluster_failover_and_slot_migration_keep_changes_flowing() {
     let m = merged.next_json().await.unwrap();
     assert_eq!(default_value(&m, "g").as_deref(), Some("g2"), "{m}");
     assert_eq!(default_value(&m, "f").as_deref(), Some("one"), "{m}");
-    let found = doctor(&cluster.uri("flags")).await;
+    let found = doctor(&cluster.uri("flags"));
     assert_eq!(found["topology"].0, "ok", "{found:?}");
     assert!(
         found["topology"].1.contains("owns the key's slot"),
@@ -330,7 +302,7 @@ async fn cluster_failover_and_slot_migration_keep_changes_flowing() {
     );
     assert_eq!(found["document"].0, "ok", "{found:?}");
     // A plain redis:// URI to the same node: told to use redis+cluster://.
-    let plain = doctor(&format!("redis://127.0.0.1:{first}/0?key=flags")).await;
+    let plain = doctor(&format!("redis://127.0.0.1:{first}/0?key=flags"));
     assert_eq!(plain["topology"].0, "warn", "{plain:?}");
     put(&cluster.uri("flags"), &doc("f", "two")).await;
     assert_eq!(cluster.get("flags").unwrap(), Some(doc("f", "two")));
