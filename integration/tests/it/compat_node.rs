@@ -16,6 +16,7 @@
 //! status; after an error status it waits `retryBackoffMaxMs` and reconnects.
 
 use anyhow::{bail, Context, Result};
+use integration::script::LineScript;
 use integration::*;
 use serde_json::{json, Value};
 use std::fs::{self, File};
@@ -23,8 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 
 /// How long `npm ci` may take, and how long a test waits for another process running it.
 const INSTALL_WAIT: Duration = Duration::from_secs(300);
@@ -158,12 +158,19 @@ fn tool_version(tool: &str) -> Result<String> {
 }
 
 /// One run of `provider_check.mjs`, killed on drop.
-struct ProviderCheck {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
-    /// The script's stderr (every provider event and log line), for failure messages.
-    dir: tempfile::TempDir,
+struct ProviderCheck(LineScript);
+
+impl std::ops::Deref for ProviderCheck {
+    type Target = LineScript;
+    fn deref(&self) -> &LineScript {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ProviderCheck {
+    fn deref_mut(&mut self) -> &mut LineScript {
+        &mut self.0
+    }
 }
 
 impl ProviderCheck {
@@ -175,8 +182,6 @@ impl ProviderCheck {
     /// [`Self::start`] with more options for the script (`--tls`, `--socket-path`…).
     fn start_with(port: u16, selector: Option<&str>, extra: &[&str], flags: &[&str]) -> Self {
         let node_dir = node_dir();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let stderr = File::create(dir.path().join("stderr.log")).expect("stderr log");
         let mut cmd = Command::new("node");
         cmd.arg(node_dir.join("provider_check.mjs"))
             .current_dir(&node_dir)
@@ -188,102 +193,18 @@ impl ProviderCheck {
         if let Some(s) = selector {
             cmd.args(["--selector", s]);
         }
-        cmd.args(extra);
-        // The provider reads FLAGD_* for anything not passed: none may leak in.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("FLAGD_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .args(flags)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting node provider_check.mjs");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-        ProviderCheck {
-            child,
-            stdin,
-            stdout,
-            dir,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// The next line, which must be `<tag> <json>`, within `within`.
-    async fn next(&mut self, tag: &str, within: Duration) -> Result<Value> {
-        let line = match tokio::time::timeout(within, self.stdout.next_line()).await {
-            Err(_) => bail!("no {tag} line within {within:?}"),
-            Ok(Err(e)) => bail!("reading the script's stdout: {e}"),
-            Ok(Ok(None)) => bail!("the script ended before {tag}: {:?}", self.child.try_wait()),
-            Ok(Ok(Some(line))) => line,
-        };
-        match line.split_once(' ') {
-            Some((t, json)) if t == tag => {
-                serde_json::from_str(json).with_context(|| format!("parsing {line:?}"))
-            }
-            _ => bail!("expected a {tag} line, got {line:?}"),
-        }
-    }
-
-    async fn expect(&mut self, tag: &str, within: Duration) -> Value {
-        match self.next(tag, within).await {
-            Ok(v) => v,
-            Err(e) => panic!("{e:#}\n--- provider_check stderr ---\n{}", self.stderr()),
-        }
-    }
-
-    /// The evaluations the provider reported once it was ready.
-    async fn ready(&mut self) -> Value {
-        self.expect("READY", READY_WAIT).await
-    }
-
-    /// The next change of evaluations: `{"flags": {...}, "flags_changed": [...]}`.
-    async fn changed(&mut self) -> Value {
-        self.expect("CHANGED", WAIT).await
-    }
-
-    /// The stream failed: `{"message": "..."}`.
-    async fn stale(&mut self) -> Value {
-        self.expect("STALE", WAIT).await
-    }
-
-    /// Ready again after a STALE: the evaluations then.
-    async fn reconnected(&mut self) -> Value {
-        self.expect("RECONNECTED", RECONNECT_WAIT).await
+        cmd.args(extra).args(flags);
+        ProviderCheck(LineScript::spawn(
+            cmd,
+            "node provider_check.mjs",
+            READY_WAIT,
+            RECONNECT_WAIT,
+        ))
     }
 
     /// Closes the script's stdin and expects a clean exit with nothing more said.
-    async fn finish(mut self) {
-        drop(self.stdin.take());
-        let rest = tokio::time::timeout(WAIT, async {
-            let mut rest = Vec::new();
-            while let Some(line) = self.stdout.next_line().await? {
-                rest.push(line);
-            }
-            let status = self.child.wait().await?;
-            anyhow::Ok((rest, status))
-        })
-        .await;
-        match rest {
-            Ok(Ok((rest, status))) => assert!(
-                rest.is_empty() && status.success(),
-                "the script ended with {status} after {rest:?}\n--- stderr ---\n{}",
-                self.stderr()
-            ),
-            Ok(Err(e)) => panic!("{e:#}"),
-            Err(_) => panic!(
-                "the script did not exit within {WAIT:?} of its stdin closing\n--- stderr ---\n{}",
-                self.stderr()
-            ),
-        }
+    async fn finish(self) {
+        self.0.finish().await
     }
 }
 

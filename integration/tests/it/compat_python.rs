@@ -15,6 +15,7 @@
 //! skip.
 
 use anyhow::{bail, Context, Result};
+use integration::script::LineScript;
 use integration::*;
 use serde_json::{json, Value};
 use std::fs::{self, File};
@@ -22,8 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 
 /// How long building the venv may take (`python3 -m venv`, then pip from PyPI), and how
 /// long a test waits for another process that is building it.
@@ -161,12 +161,19 @@ fn python3_version() -> Result<String> {
 }
 
 /// One run of `provider_check.py` (or `offline_equivalence.py`), killed on drop.
-struct ProviderCheck {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
-    /// The script's stderr (every provider event), for failure messages.
-    dir: tempfile::TempDir,
+struct ProviderCheck(LineScript);
+
+impl std::ops::Deref for ProviderCheck {
+    type Target = LineScript;
+    fn deref(&self) -> &LineScript {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ProviderCheck {
+    fn deref_mut(&mut self) -> &mut LineScript {
+        &mut self.0
+    }
 }
 
 impl ProviderCheck {
@@ -193,122 +200,16 @@ impl ProviderCheck {
 
     /// Starts `script` (in `integration/compat/python`) with `args`.
     fn spawn(script: &str, args: &[&str]) -> Self {
-        let python = venv_python();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let stderr = File::create(dir.path().join("stderr.log")).expect("stderr log");
-        let mut cmd = Command::new(python);
-        cmd.arg(compat_dir().join(script)).args(args);
-        // The provider reads FLAGD_* for anything not passed: none may leak in.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("FLAGD_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {script}: {e}"));
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-        ProviderCheck {
-            child,
-            stdin,
-            stdout,
-            dir,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// The next line, which must be `<tag> <json>`, within `within`.
-    async fn next(&mut self, tag: &str, within: Duration) -> Result<Value> {
-        let line = match tokio::time::timeout(within, self.stdout.next_line()).await {
-            Err(_) => bail!("no {tag} line within {within:?}"),
-            Ok(Err(e)) => bail!("reading the script's stdout: {e}"),
-            Ok(Ok(None)) => bail!("the script ended before {tag}: {:?}", self.child.try_wait()),
-            Ok(Ok(Some(line))) => line,
-        };
-        match line.split_once(' ') {
-            Some((t, json)) if t == tag => {
-                serde_json::from_str(json).with_context(|| format!("parsing {line:?}"))
-            }
-            _ => bail!("expected a {tag} line, got {line:?}"),
-        }
-    }
-
-    /// [`Self::next`], panicking with the script's stderr on failure.
-    async fn expect(&mut self, tag: &str, within: Duration) -> Value {
-        match self.next(tag, within).await {
-            Ok(v) => v,
-            Err(e) => panic!("{e:#}\n--- script stderr ---\n{}", self.stderr()),
-        }
-    }
-
-    /// The evaluations the provider reported once it was ready.
-    async fn ready(&mut self) -> Value {
-        self.expect("READY", READY_WAIT).await
-    }
-
-    /// The next change of evaluations: `{"flags": {...}, "flags_changed": [...]}`.
-    async fn changed(&mut self) -> Value {
-        self.expect("CHANGED", WAIT).await
-    }
-
-    /// The connection is lost: `{"message": "..."}`.
-    async fn stale(&mut self) -> Value {
-        self.expect("STALE", WAIT).await
-    }
-
-    /// Ready again after a STALE: the evaluations then.
-    async fn reconnected(&mut self) -> Value {
-        self.expect("RECONNECTED", RECONNECT_WAIT).await
-    }
-
-    /// Writes one line on the script's stdin, under a timeout.
-    async fn send(&mut self, line: &str) {
-        use tokio::io::AsyncWriteExt;
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        let write = async {
-            stdin.write_all(format!("{line}\n").as_bytes()).await?;
-            stdin.flush().await
-        };
-        match tokio::time::timeout(WAIT, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("writing to the script: {e}\n{}", self.stderr()),
-            Err(_) => panic!("writing to the script took over {WAIT:?}"),
-        }
+        let mut cmd = Command::new(venv_python());
+        cmd.arg(compat_dir().join(script))
+            .args(args)
+            .env("PYTHONUNBUFFERED", "1");
+        ProviderCheck(LineScript::spawn(cmd, script, READY_WAIT, RECONNECT_WAIT))
     }
 
     /// Closes the script's stdin and expects a clean exit with nothing more said.
-    async fn finish(mut self) {
-        drop(self.stdin.take());
-        let rest = tokio::time::timeout(WAIT, async {
-            let mut rest = Vec::new();
-            while let Some(line) = self.stdout.next_line().await? {
-                rest.push(line);
-            }
-            let status = self.child.wait().await?;
-            anyhow::Ok((rest, status))
-        })
-        .await;
-        match rest {
-            Ok(Ok((rest, status))) => assert!(
-                rest.is_empty() && status.success(),
-                "the script ended with {status} after {rest:?}\n--- stderr ---\n{}",
-                self.stderr()
-            ),
-            Ok(Err(e)) => panic!("{e:#}"),
-            Err(_) => panic!(
-                "the script did not exit within {WAIT:?} of its stdin closing\n--- stderr ---\n{}",
-                self.stderr()
-            ),
-        }
+    async fn finish(self) {
+        self.0.finish().await
     }
 }
 
