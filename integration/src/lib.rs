@@ -55,6 +55,33 @@ pub fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A test data file, parsed.
+pub fn testdata_json(name: &str) -> serde_json::Value {
+    let path = testdata(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("testdata is JSON")
+}
+
+/// The flagd testbed files: every `*.json` directly in `integration/testdata/`, sorted
+/// by name, with their paths.
+pub fn testbed_files() -> Vec<(String, PathBuf)> {
+    let dir = testdata("");
+    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), p))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 10,
+        "expected the testbed files in {}, found {}",
+        dir.display(),
+        files.len()
+    );
+    files
+}
+
 /// A flag document with one string flag `name` whose default variant has `value`.
 pub fn doc(name: &str, value: &str) -> String {
     format!(

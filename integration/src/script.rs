@@ -13,6 +13,49 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::WAIT;
+use serde_json::json;
+
+/// One flag's evaluation as the scripts report it.
+pub fn eval(value: Value, variant: &str, reason: &str) -> Value {
+    json!({"value": value, "variant": variant, "reason": reason, "error": null})
+}
+
+/// A flag the provider does not have: the default, and FLAG_NOT_FOUND.
+pub fn not_found(default: Value) -> Value {
+    json!({"value": default, "variant": null, "reason": "ERROR", "error": "FLAG_NOT_FOUND"})
+}
+
+/// What a provider evaluates from `testing-flags.json` for the flags the testbed tests
+/// ask for (`boolean-flag`, `string-flag`, `integer-flag`, `float-flag`, `object-flag`,
+/// `context-aware`, and `changing-flag`, which it does not hold).
+pub fn testbed_evaluations() -> Value {
+    let template =
+        json!({"showImages": true, "title": "Check out these pics!", "imagesPerPage": 100});
+    json!({
+        "boolean-flag": eval(json!(true), "on", "STATIC"),
+        "string-flag": eval(json!("hi"), "greeting", "STATIC"),
+        "integer-flag": eval(json!(10), "ten", "STATIC"),
+        "float-flag": eval(json!(0.5), "half", "STATIC"),
+        "object-flag": eval(template, "template", "STATIC"),
+        "context-aware": eval(json!("EXTERNAL"), "external", "TARGETING_MATCH"),
+        "changing-flag": not_found(json!("<default>")),
+    })
+}
+
+/// The same flags once `changing-flag.json` replaced the whole set: only `changing-flag`
+/// is left. `float_default` as the script reports the default (`-1` in JavaScript,
+/// `-1.0` in Python).
+pub fn replaced_by_changing_flag(float_default: Value) -> Value {
+    json!({
+        "boolean-flag": not_found(json!(false)),
+        "string-flag": not_found(json!("<default>")),
+        "integer-flag": not_found(json!(-1)),
+        "float-flag": not_found(float_default),
+        "object-flag": not_found(json!({})),
+        "context-aware": not_found(json!("<default>")),
+        "changing-flag": eval(json!("foo"), "foo", "STATIC"),
+    })
+}
 
 /// One run of a script.
 pub struct LineScript {

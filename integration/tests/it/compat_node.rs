@@ -16,7 +16,9 @@
 //! status; after an error status it waits `retryBackoffMaxMs` and reconnects.
 
 use anyhow::{bail, Context, Result};
-use integration::script::LineScript;
+use integration::script::{
+    eval, not_found, replaced_by_changing_flag, testbed_evaluations, LineScript,
+};
 use integration::*;
 use serde_json::{json, Value};
 use std::fs::{self, File};
@@ -157,70 +159,32 @@ fn tool_version(tool: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// One run of `provider_check.mjs`, killed on drop.
-struct ProviderCheck(LineScript);
-
-impl std::ops::Deref for ProviderCheck {
-    type Target = LineScript;
-    fn deref(&self) -> &LineScript {
-        &self.0
-    }
+/// Starts the script against gRPC port `port`. `flags` are `TYPE:FLAG`.
+fn provider_check(port: u16, selector: Option<&str>, flags: &[&str]) -> LineScript {
+    provider_check_with(port, selector, &[], flags)
 }
 
-impl std::ops::DerefMut for ProviderCheck {
-    fn deref_mut(&mut self) -> &mut LineScript {
-        &mut self.0
+/// [`provider_check`] with more options for the script (`--tls`, `--socket-path`…).
+fn provider_check_with(
+    port: u16,
+    selector: Option<&str>,
+    extra: &[&str],
+    flags: &[&str],
+) -> LineScript {
+    let node_dir = node_dir();
+    let mut cmd = Command::new("node");
+    cmd.arg(node_dir.join("provider_check.mjs"))
+        .current_dir(&node_dir)
+        .args(["--host", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .args(["--timeout", SCRIPT_TIMEOUT_SECS])
+        .args(["--deadline-ms", PROVIDER_DEADLINE_MS])
+        .args(["--retry-backoff-max-ms", RETRY_BACKOFF_MAX_MS]);
+    if let Some(s) = selector {
+        cmd.args(["--selector", s]);
     }
-}
-
-impl ProviderCheck {
-    /// Starts the script against gRPC port `port`. `flags` are `TYPE:FLAG`.
-    fn start(port: u16, selector: Option<&str>, flags: &[&str]) -> Self {
-        Self::start_with(port, selector, &[], flags)
-    }
-
-    /// [`Self::start`] with more options for the script (`--tls`, `--socket-path`…).
-    fn start_with(port: u16, selector: Option<&str>, extra: &[&str], flags: &[&str]) -> Self {
-        let node_dir = node_dir();
-        let mut cmd = Command::new("node");
-        cmd.arg(node_dir.join("provider_check.mjs"))
-            .current_dir(&node_dir)
-            .args(["--host", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            .args(["--timeout", SCRIPT_TIMEOUT_SECS])
-            .args(["--deadline-ms", PROVIDER_DEADLINE_MS])
-            .args(["--retry-backoff-max-ms", RETRY_BACKOFF_MAX_MS]);
-        if let Some(s) = selector {
-            cmd.args(["--selector", s]);
-        }
-        cmd.args(extra).args(flags);
-        ProviderCheck(LineScript::spawn(
-            cmd,
-            "node provider_check.mjs",
-            READY_WAIT,
-            RECONNECT_WAIT,
-        ))
-    }
-
-    /// Closes the script's stdin and expects a clean exit with nothing more said.
-    async fn finish(self) {
-        self.0.finish().await
-    }
-}
-
-/// One flag's evaluation as the script reports it.
-fn eval(value: Value, variant: &str, reason: &str) -> Value {
-    json!({"value": value, "variant": variant, "reason": reason, "error": null})
-}
-
-fn not_found(default: Value) -> Value {
-    json!({"value": default, "variant": null, "reason": "ERROR", "error": "FLAG_NOT_FOUND"})
-}
-
-fn testdata_json(name: &str) -> Value {
-    let path = testdata(name);
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("testdata is JSON")
+    cmd.args(extra).args(flags);
+    LineScript::spawn(cmd, "node provider_check.mjs", READY_WAIT, RECONNECT_WAIT)
 }
 
 fn string_flag(value: &str) -> Value {
@@ -237,7 +201,7 @@ async fn the_node_provider_evaluates_the_testbed_flags_and_follows_changes() {
         .set("flags", &testdata_json("testing-flags.json").to_string())
         .unwrap();
     let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut node = ProviderCheck::start(
+    let mut node = provider_check(
         svc.grpc_port,
         None,
         &[
@@ -251,32 +215,14 @@ async fn the_node_provider_evaluates_the_testbed_flags_and_follows_changes() {
         ],
     );
     let ready = node.ready().await;
-    let template =
-        json!({"showImages": true, "title": "Check out these pics!", "imagesPerPage": 100});
-    let testbed = json!({
-        "boolean-flag": eval(json!(true), "on", "STATIC"),
-        "string-flag": eval(json!("hi"), "greeting", "STATIC"),
-        "integer-flag": eval(json!(10), "ten", "STATIC"),
-        "float-flag": eval(json!(0.5), "half", "STATIC"),
-        "object-flag": eval(template, "template", "STATIC"),
-        "context-aware": eval(json!("EXTERNAL"), "external", "TARGETING_MATCH"),
-        "changing-flag": not_found(json!("<default>")),
-    });
+    let testbed = testbed_evaluations();
     assert_eq!(ready, testbed, "{}", node.stderr());
 
     // Every message replaces the provider's whole flag set.
     let mut changing = testdata_json("changing-flag.json");
     redis.set("flags", &changing.to_string()).unwrap();
     let changed = node.changed().await;
-    let replaced = json!({
-        "boolean-flag": not_found(json!(false)),
-        "string-flag": not_found(json!("<default>")),
-        "integer-flag": not_found(json!(-1)),
-        "float-flag": not_found(json!(-1)),
-        "object-flag": not_found(json!({})),
-        "context-aware": not_found(json!("<default>")),
-        "changing-flag": eval(json!("foo"), "foo", "STATIC"),
-    });
+    let replaced = replaced_by_changing_flag(json!(-1));
     assert_eq!(changed["flags"], replaced);
 
     changing["flags"]["changing-flag"]["defaultVariant"] = json!("bar");
@@ -319,7 +265,7 @@ async fn the_node_provider_gets_only_the_flag_set_it_selects() {
     redis.set("flags", &sets_doc("a1", "b1")).unwrap();
     let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
     let flags = ["string:in-a", "string:in-b"];
-    let mut set_a = ProviderCheck::start(svc.grpc_port, Some("flagSetId=a"), &flags);
+    let mut set_a = provider_check(svc.grpc_port, Some("flagSetId=a"), &flags);
     let v = |s: &str| eval(json!(s), "v", "STATIC");
     let dflt = || not_found(json!("<default>"));
     assert_eq!(
@@ -345,7 +291,7 @@ async fn the_node_provider_reconnects_after_the_service_is_killed_and_restarted(
     let uri = redis.uri("flags");
     let svc = Service::start(&uri, &[]).await.unwrap();
     let (grpc_port, mgmt_port) = (svc.grpc_port, svc.mgmt_port);
-    let mut node = ProviderCheck::start(grpc_port, None, &["string:f"]);
+    let mut node = provider_check(grpc_port, None, &["string:f"]);
     assert_eq!(node.ready().await, string_flag("one"));
 
     drop(svc); // SIGKILL, and waits for the process to be gone
@@ -382,7 +328,7 @@ async fn the_node_provider_reconnects_after_a_sigterm_restart() {
     let uri = redis.uri("flags");
     let mut svc = Service::start(&uri, &[]).await.unwrap();
     let (grpc_port, mgmt_port) = (svc.grpc_port, svc.mgmt_port);
-    let mut node = ProviderCheck::start(grpc_port, None, &["string:f"]);
+    let mut node = provider_check(grpc_port, None, &["string:f"]);
     assert_eq!(node.ready().await, string_flag("one"));
 
     svc.sigterm();
@@ -440,7 +386,7 @@ async fn the_node_provider_connects_over_tls() {
     )
     .await
     .unwrap();
-    let mut node = ProviderCheck::start_with(
+    let mut node = provider_check_with(
         svc.grpc_port,
         None,
         &["--host", "localhost", "--tls", "--cert-path", pki.ca()],
@@ -464,7 +410,7 @@ async fn the_node_provider_connects_over_the_unix_socket() {
     let svc = Service::start(&redis.uri("flags"), &["--redis-sync-socket-path", socket])
         .await
         .unwrap();
-    let mut node = ProviderCheck::start_with(
+    let mut node = provider_check_with(
         svc.grpc_port,
         None,
         &["--socket-path", socket],

@@ -15,7 +15,9 @@
 //! skip.
 
 use anyhow::{bail, Context, Result};
-use integration::script::LineScript;
+use integration::script::{
+    eval, not_found, replaced_by_changing_flag, testbed_evaluations, LineScript,
+};
 use integration::*;
 use serde_json::{json, Value};
 use std::fs::{self, File};
@@ -160,72 +162,39 @@ fn python3_version() -> Result<String> {
     Ok(String::from_utf8_lossy(&text).trim().to_string())
 }
 
-/// One run of `provider_check.py` (or `offline_equivalence.py`), killed on drop.
-struct ProviderCheck(LineScript);
-
-impl std::ops::Deref for ProviderCheck {
-    type Target = LineScript;
-    fn deref(&self) -> &LineScript {
-        &self.0
+/// Starts `provider_check.py` against the service's gRPC port. `flags` are `TYPE:FLAG`.
+fn provider_check(
+    svc: &Service,
+    selector: Option<&str>,
+    extra: &[&str],
+    flags: &[&str],
+) -> LineScript {
+    let port = svc.grpc_port.to_string();
+    let mut args = vec![
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--timeout",
+        SCRIPT_TIMEOUT_SECS,
+        "--deadline-ms",
+        PROVIDER_DEADLINE_MS,
+    ];
+    args.extend_from_slice(extra);
+    if let Some(s) = selector {
+        args.extend_from_slice(&["--selector", s]);
     }
+    args.extend_from_slice(flags);
+    spawn_script("provider_check.py", &args)
 }
 
-impl std::ops::DerefMut for ProviderCheck {
-    fn deref_mut(&mut self) -> &mut LineScript {
-        &mut self.0
-    }
-}
-
-impl ProviderCheck {
-    /// Starts `provider_check.py` against the service's gRPC port. `flags` are `TYPE:FLAG`.
-    fn start(svc: &Service, selector: Option<&str>, extra: &[&str], flags: &[&str]) -> Self {
-        let port = svc.grpc_port.to_string();
-        let mut args = vec![
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--timeout",
-            SCRIPT_TIMEOUT_SECS,
-            "--deadline-ms",
-            PROVIDER_DEADLINE_MS,
-        ];
-        args.extend_from_slice(extra);
-        if let Some(s) = selector {
-            args.extend_from_slice(&["--selector", s]);
-        }
-        args.extend_from_slice(flags);
-        Self::spawn("provider_check.py", &args)
-    }
-
-    /// Starts `script` (in `integration/compat/python`) with `args`.
-    fn spawn(script: &str, args: &[&str]) -> Self {
-        let mut cmd = Command::new(venv_python());
-        cmd.arg(compat_dir().join(script))
-            .args(args)
-            .env("PYTHONUNBUFFERED", "1");
-        ProviderCheck(LineScript::spawn(cmd, script, READY_WAIT, RECONNECT_WAIT))
-    }
-
-    /// Closes the script's stdin and expects a clean exit with nothing more said.
-    async fn finish(self) {
-        self.0.finish().await
-    }
-}
-
-/// One flag's evaluation as the script reports it.
-fn eval(value: Value, variant: &str, reason: &str) -> Value {
-    json!({"value": value, "variant": variant, "reason": reason, "error": null})
-}
-
-fn not_found(default: Value) -> Value {
-    json!({"value": default, "variant": null, "reason": "ERROR", "error": "FLAG_NOT_FOUND"})
-}
-
-fn testdata_json(name: &str) -> Value {
-    let path = testdata(name);
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("testdata is JSON")
+/// Starts `script` (in `integration/compat/python`) with `args`.
+fn spawn_script(script: &str, args: &[&str]) -> LineScript {
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(compat_dir().join(script))
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1");
+    LineScript::spawn(cmd, script, READY_WAIT, RECONNECT_WAIT)
 }
 
 /// The flagd testbed's flags, every type and a targeting rule, evaluated by the provider;
@@ -238,7 +207,7 @@ async fn the_python_provider_evaluates_the_testbed_flags_and_follows_changes() {
         .set("flags", &testdata_json("testing-flags.json").to_string())
         .unwrap();
     let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut py = ProviderCheck::start(
+    let mut py = provider_check(
         &svc,
         None,
         &[],
@@ -253,32 +222,14 @@ async fn the_python_provider_evaluates_the_testbed_flags_and_follows_changes() {
         ],
     );
     let ready = py.ready().await;
-    let template =
-        json!({"showImages": true, "title": "Check out these pics!", "imagesPerPage": 100});
-    let testbed = json!({
-        "boolean-flag": eval(json!(true), "on", "STATIC"),
-        "string-flag": eval(json!("hi"), "greeting", "STATIC"),
-        "integer-flag": eval(json!(10), "ten", "STATIC"),
-        "float-flag": eval(json!(0.5), "half", "STATIC"),
-        "object-flag": eval(template, "template", "STATIC"),
-        "context-aware": eval(json!("EXTERNAL"), "external", "TARGETING_MATCH"),
-        "changing-flag": not_found(json!("<default>")),
-    });
+    let testbed = testbed_evaluations();
     assert_eq!(ready, testbed, "{}", py.stderr());
 
     // Every message replaces the provider's whole flag set.
     let mut changing = testdata_json("changing-flag.json");
     redis.set("flags", &changing.to_string()).unwrap();
     let changed = py.changed().await;
-    let replaced = json!({
-        "boolean-flag": not_found(json!(false)),
-        "string-flag": not_found(json!("<default>")),
-        "integer-flag": not_found(json!(-1)),
-        "float-flag": not_found(json!(-1.0)),
-        "object-flag": not_found(json!({})),
-        "context-aware": not_found(json!("<default>")),
-        "changing-flag": eval(json!("foo"), "foo", "STATIC"),
-    });
+    let replaced = replaced_by_changing_flag(json!(-1.0));
     assert_eq!(changed["flags"], replaced);
 
     changing["flags"]["changing-flag"]["defaultVariant"] = json!("bar");
@@ -321,9 +272,9 @@ async fn the_python_provider_gets_only_the_flag_set_it_selects() {
     redis.set("flags", &sets_doc("a1", "b1", "n1")).unwrap();
     let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
     let flags = ["string:in-a", "string:in-b", "string:no-set"];
-    let mut set_a = ProviderCheck::start(&svc, Some("flagSetId=a"), &[], &flags);
-    let mut no_set = ProviderCheck::start(&svc, Some("flagSetId="), &[], &flags);
-    let mut all = ProviderCheck::start(&svc, None, &[], &flags);
+    let mut set_a = provider_check(&svc, Some("flagSetId=a"), &[], &flags);
+    let mut no_set = provider_check(&svc, Some("flagSetId="), &[], &flags);
+    let mut all = provider_check(&svc, None, &[], &flags);
     let dflt = || not_found(json!("<default>"));
     let v = |s: &str| eval(json!(s), "v", "STATIC");
     assert_eq!(
@@ -378,7 +329,7 @@ async fn the_python_provider_recycles_its_stream_and_still_follows_changes() {
     let redis = RedisServer::start().unwrap();
     redis.set("flags", &doc("f", "one")).unwrap();
     let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut py = ProviderCheck::start(
+    let mut py = provider_check(
         &svc,
         None,
         &[
@@ -432,7 +383,7 @@ async fn the_python_provider_connects_over_tls() {
     )
     .await
     .unwrap();
-    let mut py = ProviderCheck::start(
+    let mut py = provider_check(
         &svc,
         None,
         &["--host", "localhost", "--tls", "--cert-path", pki.ca()],
@@ -464,7 +415,7 @@ async fn the_python_provider_connects_over_the_unix_socket() {
         .await
         .unwrap();
     let host = format!("unix://{}", base.display());
-    let mut py = ProviderCheck::start(
+    let mut py = provider_check(
         &svc,
         None,
         &[
@@ -518,7 +469,7 @@ async fn the_python_provider_reconnects_after_the_service_is_killed_and_restarte
     let uri = redis.uri("flags");
     let svc = Service::start(&uri, &[]).await.unwrap();
     let (grpc_port, mgmt_port) = (svc.grpc_port, svc.mgmt_port);
-    let mut py = ProviderCheck::start(&svc, None, &RETRY_BACKOFF, &["string:f"]);
+    let mut py = provider_check(&svc, None, &RETRY_BACKOFF, &["string:f"]);
     assert_eq!(py.ready().await, string_flag("one"));
 
     drop(svc); // SIGKILL, and waits for the process to be gone
@@ -555,7 +506,7 @@ async fn the_python_provider_reconnects_after_a_sigterm_restart() {
     let uri = redis.uri("flags");
     let mut svc = Service::start(&uri, &[]).await.unwrap();
     let (grpc_port, mgmt_port) = (svc.grpc_port, svc.mgmt_port);
-    let mut py = ProviderCheck::start(&svc, None, &RETRY_BACKOFF, &["string:f"]);
+    let mut py = provider_check(&svc, None, &RETRY_BACKOFF, &["string:f"]);
     assert_eq!(py.ready().await, string_flag("one"));
 
     svc.sigterm();
@@ -571,21 +522,6 @@ async fn the_python_provider_reconnects_after_a_sigterm_restart() {
     redis.set("flags", &doc("f", "two")).unwrap();
     assert_eq!(py.changed().await["flags"], string_flag("two"));
     py.finish().await;
-}
-
-/// The flag files `compat_testbed` runs through the service: every `*.json` directly in
-/// `integration/testdata/`, sorted by name, with its path.
-fn testbed_files() -> Vec<(String, PathBuf)> {
-    let dir = testdata("");
-    let mut files: Vec<(String, PathBuf)> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), p))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10, "testbed files in {}", dir.display());
-    files
 }
 
 /// The evaluations `offline_equivalence.py` makes per flag: one per evaluation context
@@ -622,7 +558,7 @@ async fn the_python_provider_evaluates_every_testbed_file_alike_from_the_stream_
     assert_eq!(default_value(&first, "marker").as_deref(), Some("start"));
 
     let port = svc.grpc_port.to_string();
-    let mut py = ProviderCheck::spawn(
+    let mut py = spawn_script(
         "offline_equivalence.py",
         &[
             "--host",
