@@ -36,7 +36,7 @@ use crate::status::{KeyState, RedisState, Status, Trigger};
 use crate::telemetry::Metrics;
 use reader::{Fetched, Reader};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, PushKind};
+use redis::PushKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -250,13 +250,7 @@ impl Watcher {
         let node = resolved.node;
         let placement = resolved.placement;
         let (push_tx, mut pushes) = mpsc::unbounded_channel();
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timing.timeout))
-            .set_response_timeout(Some(self.timing.timeout))
-            .set_push_sender(push_tx);
-        let client = node.client()?;
-        let mut con = client
-            .get_multiplexed_async_connection_with_config(&config)
+        let mut con = topology::connect(&node, self.timing.timeout, Some(push_tx))
             .await
             .map_err(|source| SessionError::Connect {
                 hint: node.connect_hint(&source, self.timing.timeout),

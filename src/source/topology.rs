@@ -37,8 +37,9 @@ fn err(what: &'static str, detail: String) -> RedisError {
     RedisError::from((redis::ErrorKind::Client, what, detail))
 }
 
-/// A short-lived connection for topology questions (RESP3: sentinels speak it too).
-async fn connect(
+/// A RESP3 connection to `node` (sentinels speak RESP3 too) with connect and reply
+/// timeouts, and pushes (keyspace messages, invalidations) sent to `pushes` if given.
+pub async fn connect(
     node: &RedisTarget,
     timeout: Duration,
     pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
