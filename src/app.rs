@@ -49,7 +49,7 @@ pub async fn run(
     let status = Arc::new(Status::default());
     let context = (!cfg.context.is_empty()).then(|| string_struct(&cfg.context));
     let names = cfg.redis.sources.iter().map(|s| s.name.clone()).collect();
-    let hub = Arc::new(Hub::new(names, context));
+    let hub = Arc::new(Hub::new(names, context).with_max_bytes(cfg.documents.max_bytes));
 
     // Certificates and tokens first: a bad file fails before any port is open.
     let tls = match &cfg.tls {
