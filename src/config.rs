@@ -194,6 +194,12 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_SYNC_MAX_STREAMS", default_value_t = 0)]
     pub max_streams: u64,
 
+    /// Hold at most this many gRPC TCP connections; more are closed at once. 0: the
+    /// open-files limit (raised to its hard limit at start) less a reserve of 192 for
+    /// Redis, the management port (its own 64) and files.
+    #[arg(long, env = "REDIS_SYNC_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
     /// End each SyncFlags stream after about this many seconds (80-100%, jittered) with
     /// DEADLINE_EXCEEDED, so clients reconnect and load spreads after rolling restarts.
     /// 0: never.
@@ -244,6 +250,8 @@ pub struct Config {
     pub snapshot_path: Option<PathBuf>,
     pub max_streams: Option<u64>,
     pub max_stream_duration: Option<Duration>,
+    /// `--max-connections` (`None`: derived from the open-files limit).
+    pub max_connections: Option<usize>,
     pub redis_timeout: Duration,
     pub redis_ping_interval: Duration,
 }
@@ -352,6 +360,7 @@ impl ServeArgs {
             max_streams: (self.max_streams != 0).then_some(self.max_streams),
             max_stream_duration: (self.max_stream_duration != 0)
                 .then(|| Duration::from_secs(self.max_stream_duration)),
+            max_connections: (self.max_connections != 0).then_some(self.max_connections),
             redis_timeout: Duration::from_secs(self.redis_timeout),
             redis_ping_interval: Duration::from_secs(self.redis_ping_interval),
         })

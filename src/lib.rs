@@ -22,6 +22,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod doctor;
 pub mod flags;
 pub mod grpc;

@@ -164,7 +164,7 @@ impl Metrics {
             grpc_refused: meter
                 .u64_counter("flagd_redis_sync.grpc.refused")
                 .with_description(
-                    "gRPC connections or calls refused, by reason: unauthenticated, tls_handshake, handshake_limit",
+                    "gRPC connections or calls refused, by reason: unauthenticated, tls_handshake, handshake_limit, connection_limit",
                 )
                 .build(),
             doctor_findings: meter

@@ -70,3 +70,88 @@ async fn a_merged_document_over_the_limit_is_refused_and_the_last_good_one_kept(
     let (_, ready) = svc.readyz().await;
     assert!(ready.get("merge_refused").is_none(), "{ready}");
 }
+
+/// Waits until the server closes a connection (EOF or reset); how long it took.
+async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(within, s.read(&mut buf)).await {
+            Err(_) => panic!("the connection was still open after {within:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            // The server's SETTINGS frame: keep reading.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_the_budget_keeps_the_management_port_answering() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "1")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &["--max-connections", "3"])
+        .await
+        .unwrap();
+    svc.wait_ready().await.unwrap();
+    let opened = std::time::Instant::now();
+    // The budget: two silent connections and one that stops after the HTTP/2 preface.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            TcpStream::connect(("127.0.0.1", svc.grpc_port))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut half = TcpStream::connect(("127.0.0.1", svc.grpc_port))
+        .await
+        .unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    held.push(half);
+    // One more is closed at once (accepted in order, after the three).
+    let mut over = TcpStream::connect(("127.0.0.1", svc.grpc_port))
+        .await
+        .unwrap();
+    let refused_in = closed_by_server(&mut over, Duration::from_secs(3)).await;
+    assert!(refused_in < Duration::from_secs(2), "{refused_in:?}");
+    // The management port has its own budget: it answers while gRPC is full, and a
+    // silent connection there is closed too.
+    let mut silent_mgmt = TcpStream::connect(("127.0.0.1", svc.mgmt_port))
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let (code, _) = svc.http_get("/healthz").await.unwrap();
+    assert_eq!(code, 200);
+    eprintln!("/healthz with the gRPC port full: {:?}", asked.elapsed());
+    let (_, metrics) = svc.http_get("/metrics").await.unwrap();
+    assert!(metrics.contains("reason=\"connection_limit\""), "{metrics}");
+    // Each silent connection is closed after the first-request limit (10 s).
+    for s in &mut held {
+        closed_by_server(s, Duration::from_secs(15)).await;
+    }
+    let held_for = opened.elapsed();
+    eprintln!("silent gRPC connections held for {held_for:?}");
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(14)).contains(&held_for),
+        "{held_for:?}"
+    );
+    closed_by_server(&mut silent_mgmt, Duration::from_secs(5)).await;
+    assert!(
+        svc.logs().contains("no complete request within"),
+        "{}",
+        svc.logs()
+    );
+    assert!(
+        svc.logs().contains("connection limit reached"),
+        "{}",
+        svc.logs()
+    );
+    // The budget is free again: a real client is served.
+    let mut stream = svc.stream("").await.unwrap();
+    assert!(stream.next_json().await.unwrap()["flags"]["f"].is_object());
+}
