@@ -399,7 +399,7 @@ impl ServeArgs {
 
 /// The password in a `--redis-password-file`, without its trailing newline.
 fn password_file(path: &std::path::Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+    let text = crate::files::read_secret_string(path).map_err(|source| ConfigError::File {
         flag: "--redis-password-file",
         path: path.display().to_string(),
         source,
@@ -415,7 +415,7 @@ fn password_file(path: &std::path::Path) -> Result<String, ConfigError> {
 }
 
 fn readable(flag: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
-    std::fs::File::open(path)
+    crate::files::read_secret(path)
         .map(drop)
         .map_err(|source| ConfigError::File {
             flag,
@@ -1013,7 +1013,7 @@ impl RedisTarget {
             return redis::Client::open(info);
         }
         let read = |flag: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|e| {
+            crate::files::read_secret(path).map_err(|e| {
                 redis::RedisError::from((
                     redis::ErrorKind::InvalidClientConfig,
                     "cannot read a TLS file",

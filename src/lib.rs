@@ -24,6 +24,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod doctor;
+pub mod files;
 pub mod flags;
 pub mod grpc;
 pub mod http;

@@ -10,7 +10,6 @@
 use crate::config::{RedisAddr, RedisTarget, RedisTls};
 use crate::flags::{self, Digest};
 use clap::Args;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -131,7 +130,7 @@ fn target(args: &PutArgs, env: impl Fn(&str) -> Option<String>) -> Result<RedisT
             )
         }
         (Some(path), None) => {
-            let text = std::fs::read_to_string(path)
+            let text = crate::files::read_secret_string(path)
                 .map_err(|e| format!("--redis-password-file {}: {e}", path.display()))?;
             let pw = text.trim_end_matches(['\n', '\r']);
             if pw.is_empty() {
@@ -167,13 +166,8 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
         check_digest_arg(want).map_err(PutError::Usage)?;
     }
     let name = args.file.display().to_string();
-    let bytes = if name == "-" {
-        let mut b = Vec::new();
-        std::io::stdin().read_to_end(&mut b).map(|_| b)
-    } else {
-        std::fs::read(&args.file)
-    }
-    .map_err(|e| PutError::Unreadable(format!("{name}: cannot read: {e}")))?;
+    let bytes = crate::files::read_document(&args.file, args.max_payload_bytes)
+        .map_err(|e| PutError::Unreadable(format!("{name}: cannot read: {e}")))?;
     let opts = flags::Options {
         max_bytes: args.max_payload_bytes,
         normalize: !args.no_normalize,

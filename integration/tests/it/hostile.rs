@@ -155,3 +155,76 @@ async fn silent_connections_are_closed_and_the_budget_keeps_the_management_port_
     let mut stream = svc.stream("").await.unwrap();
     assert!(stream.next_json().await.unwrap()["flags"]["f"].is_object());
 }
+
+/// Runs the binary; (exit code, stderr + stdout, how long it took). Killed after 10 s.
+async fn run_bounded(args: &[&str]) -> (i32, String, Duration) {
+    let start = std::time::Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new(binary())
+            .args(args)
+            .env_remove("REDIS_URI")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{args:?} still running after 10 s"))
+    .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), text, start.elapsed())
+}
+
+#[tokio::test]
+async fn every_file_read_is_bounded_and_regular_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 5 * 1024 * 1024]).unwrap();
+    let big_secret = dir.path().join("big.secret");
+    std::fs::write(&big_secret, vec![b'x'; 2 * 1024 * 1024]).unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let (big, big_secret, fifo) = (
+        big.to_str().unwrap(),
+        big_secret.to_str().unwrap(),
+        fifo.to_str().unwrap(),
+    );
+    let uri = "redis://127.0.0.1:1/0?key=flags";
+    for (args, want) in [
+        (
+            vec!["validate", "/dev/zero"],
+            "is a character device, not a regular file",
+        ),
+        (
+            vec!["validate", fifo],
+            "is a named pipe (FIFO), not a regular file",
+        ),
+        (vec!["validate", big], "above the limit of 4128768 bytes"),
+        (
+            vec!["put", "--redis-uri", uri, "/dev/zero"],
+            "not a regular file",
+        ),
+        (
+            vec!["--redis-uri", uri, "--redis-password-file", "/dev/zero"],
+            "--redis-password-file",
+        ),
+        (
+            vec!["--redis-uri", uri, "--auth-token-file", big_secret],
+            "above the limit of 1048576 bytes",
+        ),
+        (
+            vec!["watch", "--token-file", "/dev/zero", "127.0.0.1:1"],
+            "not a regular file",
+        ),
+    ] {
+        let (code, text, took) = run_bounded(&args).await;
+        assert_ne!(code, 0, "{args:?}: {text}");
+        assert!(text.contains(want), "{args:?}: want {want:?} in:\n{text}");
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+    }
+}
