@@ -217,6 +217,9 @@ pub struct Hub {
     max_bytes: usize,
     /// Why the newest merge was refused (the last good snapshot is still served).
     merge_refused: Mutex<Option<String>>,
+    /// `source=` names asked for that no source has, logged once each (capped, so a
+    /// client inventing names cannot grow it without bound).
+    unknown_sources: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Hub {
@@ -237,6 +240,7 @@ impl Hub {
             names,
             max_bytes: crate::flags::DEFAULT_MAX_PAYLOAD_BYTES,
             merge_refused: Mutex::new(None),
+            unknown_sources: Mutex::new(Default::default()),
         }
     }
 
@@ -244,6 +248,13 @@ impl Hub {
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
         self
+    }
+
+    /// Whether this unknown source name is asked for the first time (remembers up to
+    /// 1,000 names; past that, every new name counts as seen).
+    pub fn first_unknown_source(&self, name: &str) -> bool {
+        let mut seen = self.unknown_sources.lock().expect("hub lock poisoned");
+        seen.len() < 1000 && seen.insert(name.to_string())
     }
 
     /// Why the newest merge of the sources was refused, if it was: the last good

@@ -29,6 +29,7 @@ pub mod flags;
 pub mod grpc;
 pub mod http;
 pub mod hub;
+pub mod log_escape;
 pub mod reload;
 pub mod selector;
 pub mod snapshot;

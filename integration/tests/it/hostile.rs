@@ -228,3 +228,83 @@ async fn every_file_read_is_bounded_and_regular_files_only() {
         assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_unknown_sources_and_forged_log_lines() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "1")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let mut all = svc.stream("").await.unwrap();
+    all.next_json().await.unwrap();
+
+    // The same flag twice, under a name holding a newline: refused with a pointer, and
+    // the console log line cannot be split in two.
+    let flag = r#"{"state":"ENABLED","variants":{"v":"1"},"defaultVariant":"v"}"#;
+    redis
+        .set(
+            "flags",
+            &format!(r#"{{"flags":{{"x\nERROR forged":{flag},"x\nERROR forged":{flag}}}}}"#),
+        )
+        .unwrap();
+    svc.readyz_until("the duplicate refused", |_, v| {
+        v["key"]["state"] == "refused"
+    })
+    .await;
+    let (_, ready) = svc.readyz().await;
+    let why = ready["key"]["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("/flags/x\nERROR forged: duplicate member"),
+        "{why}"
+    );
+    let logs = svc.logs();
+    assert!(logs.contains(r"x\nERROR forged"), "{logs}");
+    assert!(
+        !logs.lines().any(|l| l.starts_with("ERROR forged")),
+        "a forged line:\n{logs}"
+    );
+    all.expect_silence(Duration::from_millis(200))
+        .await
+        .unwrap();
+
+    // An unknown source: the flagd-compatible empty set, logged once, counted each time.
+    for _ in 0..2 {
+        let mut typo = svc.stream("source=typo").await.unwrap();
+        assert_eq!(
+            typo.next_json().await.unwrap()["flags"],
+            serde_json::json!({})
+        );
+    }
+    let logs = svc.logs();
+    assert_eq!(
+        logs.matches("a client asked for a source that is not configured")
+            .count(),
+        1,
+        "{logs}"
+    );
+    assert_eq!(
+        svc.metric("flagd_redis_sync_grpc_unknown_source_total")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn range_checks_say_what_is_allowed() {
+    for (args, want) in [
+        (
+            vec!["--redis-uri", "redis://h/0?key=f", "--redis-interval", "-1"],
+            "-1 is not in 1..=86400",
+        ),
+        (
+            vec!["--redis-uri", "redis://h/99999999999?key=f"],
+            "database must be a number from 0 to 2147483647",
+        ),
+        (vec!["--redis-uri", "redis://h/0"], "no key"),
+    ] {
+        let (code, text, _) = run_bounded(&args).await;
+        assert_eq!(code, 64, "{args:?}: {text}");
+        assert!(text.contains(want), "{args:?}: want {want:?} in:\n{text}");
+        assert!(!text.contains("  "), "a run of spaces: {text}");
+        assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+    }
+}
