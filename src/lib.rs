@@ -10,6 +10,7 @@
 //! - [`source`]: the Redis session: notifications, polls, reconnects.
 //! - [`flags`]: documents, pure and synchronous.
 //! - [`hub`]: the current snapshot and its fan-out.
+//! - [`fleet`]: every open stream and whether it has the current flags (`/fleet`).
 //! - [`grpc`]: `flagd.sync.v1` and legacy `sync.v1` services.
 //! - [`http`], [`status`], [`telemetry`]: health, readiness, metrics, logs.
 //! - [`app`]: start-up and shutdown.
@@ -24,6 +25,8 @@ pub mod auth;
 pub mod config;
 pub mod doctor;
 pub mod flags;
+pub mod fleet;
+pub mod fleet_http;
 pub mod grpc;
 pub mod http;
 pub mod hub;
