@@ -1,0 +1,305 @@
+//! The fleet view (issue 16): `/fleet` and its metrics across two replicas with 50 streams
+//! of mixed selectors and one stalled consumer, and churn leaving no per-stream state.
+
+use integration::client::flagd::flag_sync_service_client::FlagSyncServiceClient;
+use integration::client::flagd::SyncFlagsRequest;
+use integration::*;
+use serde_json::Value;
+use tonic::transport::Endpoint;
+
+/// The selectors the 50 streams use, in turn.
+const SELECTORS: [&str; 4] = ["", "source=base", "team-b", "flagSetId=team-a"];
+
+/// Stream i goes to replica i % 2, with every selector on each replica.
+pub fn selector_of(i: usize) -> &'static str {
+    SELECTORS[(i / 2) % SELECTORS.len()]
+}
+
+fn flag(variant: &str, set: Option<&str>) -> String {
+    let meta = set.map_or(String::new(), |s| {
+        format!(r#","metadata":{{"flagSetId":"{s}"}}"#)
+    });
+    format!(r#"{{"state":"ENABLED","variants":{{"v":"{variant}"}},"defaultVariant":"v"{meta}}}"#)
+}
+
+/// Source "base": flags a and shared in set team-a, and `extra` flags.
+fn base_doc(a: &str, extra: &[(&str, &str)]) -> String {
+    let mut flags = vec![
+        format!(r#""a":{}"#, flag(a, None)),
+        format!(r#""shared":{}"#, flag("s", None)),
+    ];
+    flags.extend(
+        extra
+            .iter()
+            .map(|(n, v)| format!(r#""{n}":{}"#, flag(v, None))),
+    );
+    format!(
+        r#"{{"flags":{{{}}},"metadata":{{"flagSetId":"team-a"}}}}"#,
+        flags.join(",")
+    )
+}
+
+/// Redis with two sources, two replicas serving them, 25 streams on each.
+pub struct Testbed {
+    pub redis: RedisServer,
+    pub replicas: [Service; 2],
+    pub streams: Vec<SyncStream>,
+}
+
+pub async fn testbed() -> Testbed {
+    let redis = RedisServer::start().unwrap();
+    redis.set("base", &base_doc("a1", &[])).unwrap();
+    let _: () = redis
+        .cmd(&["HSET", "flags:b", "b", &flag("b1", Some("team-b"))])
+        .unwrap();
+    let args = ["--source", "team-b=flags:b;type=hash"];
+    let replicas = [
+        Service::start(&redis.uri("base"), &args).await.unwrap(),
+        Service::start(&redis.uri("base"), &args).await.unwrap(),
+    ];
+    let mut streams = Vec::new();
+    for i in 0..50 {
+        let mut s = replicas[i % 2]
+            .stream(selector_of(i))
+            .await
+            .unwrap();
+        s.next().await.unwrap();
+        streams.push(s);
+    }
+    Testbed {
+        redis,
+        replicas,
+        streams,
+    }
+}
+
+/// `/fleet` (with a query), parsed.
+pub async fn fleet(svc: &Service, query: &str) -> Value {
+    let (code, body) = svc.http_get(&format!("/fleet{query}")).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until `/fleet` satisfies `pred`; fails with the last body.
+pub async fn fleet_until(svc: &Service, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let pred = &pred;
+    match eventually(WAIT, what, || async move {
+        let v = fleet(svc, "").await;
+        pred(&v).then_some(v)
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => panic!("{e}; last /fleet {}", fleet(svc, "").await),
+    }
+}
+
+/// A labelled sample's value on /metrics (`labels` as written, e.g. `state="stalled"`).
+fn labelled(body: &str, name: &str, labels: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+        let (l, v) = rest.split_once("} ")?;
+        (l == labels).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// A client that reads its first message and then stops reading: with an 8 KiB HTTP/2
+/// window, the next document larger than that stays with the service.
+pub async fn stalled_consumer(
+    svc: &Service,
+) -> tonic::Streaming<integration::client::flagd::SyncFlagsResponse> {
+    let ch = Endpoint::from_shared(format!("http://127.0.0.1:{}", svc.grpc_port))
+        .unwrap()
+        .initial_stream_window_size(8 * 1024)
+        .initial_connection_window_size(8 * 1024)
+        .connect_timeout(WAIT)
+        .connect()
+        .await
+        .unwrap();
+    let mut c = FlagSyncServiceClient::new(ch);
+    let mut s = tokio::time::timeout(
+        WAIT,
+        c.sync_flags(SyncFlagsRequest {
+            provider_id: "stalled-consumer".into(),
+            selector: String::new(),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .into_inner();
+    tokio::time::timeout(WAIT, s.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    s
+}
+
+/// A document larger than the stalled consumer's window.
+pub fn big_base_doc(a: &str) -> String {
+    base_doc(a, &[("padding", &"p".repeat(64 * 1024))])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_totals_selectors_stalled_consumer_and_metrics_across_two_replicas() {
+    let mut bed = testbed().await;
+    let [a, b] = &bed.replicas;
+    for svc in [a, b] {
+        let v = fleet_until(svc, "25 current streams", |v| v["totals"]["current"] == 25).await;
+        assert_eq!(v["format"], 1);
+        assert_eq!(v["totals"]["streams"], 25);
+        assert_eq!(v["totals"]["behind"], 0);
+        assert_eq!(v["totals"]["stalled"], 0);
+        let selectors: Vec<&str> = v["selectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["selector"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            selectors,
+            ["", "flagSetId=team-a", "source=base", "source=team-b"]
+        );
+        let total: u64 = v["selectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["streams"].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 25);
+        let names: Vec<&str> = v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["base", "team-b"]);
+        let s0 = &v["streams"][0];
+        assert_eq!(s0["provider_id"], "it");
+        assert!(
+            s0["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{s0}"
+        );
+        assert!(s0["user_agent"].as_str().unwrap().contains("tonic"), "{s0}");
+        assert_eq!(s0["messages"], 1);
+        // Paging: 10 per page, the next page starts after the last id.
+        let p1 = fleet(svc, "?limit=10").await;
+        assert_eq!(p1["streams"].as_array().unwrap().len(), 10);
+        let after = p1["next_after"].as_u64().unwrap();
+        let p2 = fleet(svc, &format!("?limit=100&after={after}")).await;
+        assert_eq!(p2["streams"].as_array().unwrap().len(), 15);
+        assert!(p2["next_after"].is_null());
+        assert!(fleet(svc, "?behind=1").await["streams"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        let (code, body) = svc.http_get("/fleet?limit=0").await.unwrap();
+        assert_eq!(code, 400, "{body}");
+    }
+    let (_, m) = a.http_get("/metrics").await.unwrap();
+    assert_eq!(
+        labelled(&m, "flagd_redis_sync_streams_state", r#"state="current""#),
+        Some(25.0),
+        "{m}"
+    );
+
+    // One consumer on replica a stops reading; two changes larger than its window follow:
+    // the first fills the stream's HTTP/2 buffers, the second cannot be taken.
+    let _stalled = stalled_consumer(a).await;
+    for version in ["a2", "a3"] {
+        bed.redis.set("base", &big_base_doc(version)).unwrap();
+        // Every other stream gets it (those whose selection changed read it).
+        for (i, s) in bed.streams.iter_mut().enumerate() {
+            if selector_of(i) != "team-b" {
+                let doc = s.next_json().await.unwrap();
+                assert_eq!(doc["flags"]["a"]["variants"]["v"], version, "stream {i}");
+            }
+        }
+    }
+    let v = fleet_until(a, "the stalled consumer", |v| v["totals"]["stalled"] == 1).await;
+    assert_eq!(v["totals"]["current"], 25, "{v}");
+    let behind = fleet(a, "?behind=1").await;
+    let listed = behind["streams"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{behind}");
+    assert_eq!(listed[0]["provider_id"], "stalled-consumer");
+    assert_eq!(listed[0]["state"], "stalled");
+    assert!(listed[0]["pending_seconds"].as_f64().unwrap() > 5.0);
+    // Replica b has no stalled stream.
+    let vb = fleet_until(b, "b all current", |v| v["totals"]["current"] == 25).await;
+    assert_eq!(vb["totals"]["stalled"], 0);
+    // The metrics moved.
+    let (_, m) = a.http_get("/metrics").await.unwrap();
+    assert_eq!(
+        labelled(&m, "flagd_redis_sync_streams_state", r#"state="stalled""#),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        labelled(&m, "flagd_redis_sync_streams_state", r#"state="current""#),
+        Some(25.0)
+    );
+    // Another change: the stalled stream is behind it too, for a growing time.
+    let before = v["sources"][0]["digest"].clone();
+    bed.redis.set("base", &big_base_doc("a4")).unwrap();
+    fleet_until(a, "a4 served", |v| {
+        v["sources"][0]["digest"] != before && v["totals"]["current"] == 25
+    })
+    .await;
+    eventually(WAIT, "the oldest behind stream's age to grow", || async {
+        let (_, m) = a.http_get("/metrics").await.unwrap();
+        let age = metric_value(&m, "flagd_redis_sync_streams_oldest_behind_seconds")?;
+        (age > 0.0).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_of_thousands_of_streams_leaves_no_per_stream_state() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let mut keep = svc.stream("").await.unwrap();
+    keep.next().await.unwrap();
+    let mut c = svc.client().await.unwrap();
+    const CHURN: usize = 3000;
+    // In batches of 50 open streams on one connection (under its stream limit).
+    for _ in 0..CHURN / 50 {
+        let mut open = Vec::new();
+        for _ in 0..50 {
+            let mut s = tokio::time::timeout(
+                WAIT,
+                c.sync_flags(SyncFlagsRequest {
+                    provider_id: "churn".into(),
+                    selector: "flagSetId=".into(),
+                }),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .into_inner();
+            tokio::time::timeout(WAIT, s.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            open.push(s);
+        }
+    }
+    let v = fleet_until(&svc, "only the kept stream", |v| {
+        v["totals"]["streams"] == 1
+    })
+    .await;
+    assert_eq!(v["streams"][0]["provider_id"], "it");
+    assert_eq!(v["totals"]["current"], 1);
+    assert_eq!(v["selectors"].as_array().unwrap().len(), 1, "{v}");
+    // Every churned stream was registered (ids keep counting), then removed.
+    let mut late = svc.stream("").await.unwrap();
+    late.next().await.unwrap();
+    let v = fleet_until(&svc, "the late stream", |v| v["totals"]["streams"] == 2).await;
+    assert!(
+        v["streams"][1]["id"].as_u64().unwrap() > CHURN as u64,
+        "{v}"
+    );
+}
