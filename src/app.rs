@@ -240,7 +240,7 @@ pub async fn run(
     // Management HTTP.
     let mgmt_task = match mgmt_listener {
         Some(listener) => {
-            info!(addr = %listener.local_addr()?, "management endpoints: /healthz /readyz /metrics /fleet");
+            info!(addr = %listener.local_addr()?, "management endpoints: /healthz /readyz /metrics /fleet /changes");
             let app = crate::http::router(crate::http::Mgmt {
                 status: status.clone(),
                 hub: hub.clone(),

@@ -1,6 +1,6 @@
 //! Management HTTP: `/healthz` (the process answers), `/readyz` (a valid document is
-//! loaded, the gRPC port listens and no shutdown is under way), `/metrics` and `/fleet`
-//! (src/fleet_http.rs).
+//! loaded, the gRPC port listens and no shutdown is under way), `/metrics`, `/fleet`
+//! (src/fleet_http.rs) and `/changes` (src/changes_http.rs).
 
 use crate::hub::Hub;
 use crate::status::{KeyState, RedisState, Status, Trigger};
@@ -57,6 +57,7 @@ pub fn router(state: Mgmt) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state.clone())
+        .merge(crate::changes_http::routes(state.hub.clone()))
         .merge(crate::fleet_http::routes(crate::fleet_http::FleetState {
             hub: state.hub,
             fleet: state.fleet,

@@ -59,10 +59,7 @@ pub async fn testbed() -> Testbed {
     ];
     let mut streams = Vec::new();
     for i in 0..50 {
-        let mut s = replicas[i % 2]
-            .stream(selector_of(i))
-            .await
-            .unwrap();
+        let mut s = replicas[i % 2].stream(selector_of(i)).await.unwrap();
         s.next().await.unwrap();
         streams.push(s);
     }
@@ -302,4 +299,61 @@ async fn churn_of_thousands_of_streams_leaves_no_per_stream_state() {
         v["streams"][1]["id"].as_u64().unwrap() > CHURN as u64,
         "{v}"
     );
+}
+
+fn flags_doc(flags: &[(&str, &str)]) -> String {
+    let body: Vec<String> = flags
+        .iter()
+        .map(|(n, v)| format!(r#""{n}":{}"#, flag(v, None)))
+        .collect();
+    format!(r#"{{"flags":{{{}}}}}"#, body.join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_name_exactly_the_flags_that_changed_and_keep_the_documents() {
+    let redis = RedisServer::start().unwrap();
+    let first = flags_doc(&[("same", "1"), ("edited", "1"), ("dropped", "1")]);
+    redis.set("flags", &first).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    s.next().await.unwrap();
+    redis
+        .set(
+            "flags",
+            &flags_doc(&[("same", "1"), ("edited", "2"), ("new", "1")]),
+        )
+        .unwrap();
+    s.next().await.unwrap();
+    let (code, body) = svc.http_get("/changes").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let changes = v["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2, "{v}");
+    let newest = &changes[0];
+    assert_eq!(newest["source"], "flags");
+    assert_eq!(newest["added"]["names"], serde_json::json!(["new"]));
+    assert_eq!(newest["removed"]["names"], serde_json::json!(["dropped"]));
+    assert_eq!(newest["changed"]["names"], serde_json::json!(["edited"]));
+    assert_eq!(newest["changed"]["count"], 1);
+    assert_eq!(newest["previous"], changes[1]["digest"]);
+    // The first load: every flag added.
+    assert_eq!(changes[1]["added"]["count"], 3);
+    // The log says the same.
+    assert!(
+        svc.logs().contains("flags changed"),
+        "no change log line:\n{}",
+        svc.logs()
+    );
+    // The previous document, by a digest prefix, as stored (canonical JSON).
+    let old = changes[1]["digest"].as_str().unwrap();
+    let (code, body) = svc
+        .http_get(&format!("/changes/{}", &old[..16]))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let got: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(got, serde_json::from_str::<Value>(&first).unwrap());
+    let (code, body) = svc.http_get("/changes/00000000000000").await.unwrap();
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("GET /changes lists them"), "{body}");
 }
