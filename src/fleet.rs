@@ -15,7 +15,7 @@
 use crate::flags::Digest;
 use crate::hub::{Hub, View};
 use crate::selector::Selector;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -141,7 +141,7 @@ pub struct Fleet {
 }
 
 /// A stream's state as evaluated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Current,
@@ -150,7 +150,7 @@ pub enum State {
 }
 
 /// One stream in `/fleet`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StreamReport {
     pub id: u64,
     pub peer: String,
@@ -172,7 +172,7 @@ pub struct StreamReport {
 }
 
 /// Streams by state.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Totals {
     pub streams: u64,
     pub current: u64,

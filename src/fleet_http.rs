@@ -38,45 +38,49 @@ pub struct FleetQuery {
     after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct SourceDigest {
-    name: String,
-    digest: String,
+/// A source and the digest of its document (as `put` prints it).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SourceDigest {
+    pub name: String,
+    pub digest: String,
 }
 
-#[derive(Serialize)]
-struct SelectorDigest {
-    selector: String,
-    digest: String,
-    streams: u64,
+/// A selector in use, the digest it is served, and how many streams use it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SelectorDigest {
+    pub selector: String,
+    pub digest: String,
+    pub streams: u64,
 }
 
-#[derive(Serialize)]
-struct DigestTotals {
+/// Streams by state, for streams last handed one digest.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DigestTotals {
     /// First 16 hex digits; null for streams handed nothing yet.
-    digest: Option<String>,
+    pub digest: Option<String>,
     #[serde(flatten)]
-    totals: Totals,
+    pub totals: Totals,
 }
 
-#[derive(Serialize)]
-struct Body {
-    format: u32,
-    generated_at: f64,
-    stall_after_seconds: u64,
+/// The body of `GET /fleet` (also read by `put --wait` and `watch --fleet`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FleetBody {
+    pub format: u32,
+    pub generated_at: f64,
+    pub stall_after_seconds: u64,
     /// The merged document (what a client without a selector gets).
-    digest: Option<String>,
-    published_at: Option<f64>,
-    sources: Vec<SourceDigest>,
-    selectors: Vec<SelectorDigest>,
-    totals: Totals,
-    by_digest: Vec<DigestTotals>,
-    oldest_behind_seconds: f64,
+    pub digest: Option<String>,
+    pub published_at: Option<f64>,
+    pub sources: Vec<SourceDigest>,
+    pub selectors: Vec<SelectorDigest>,
+    pub totals: Totals,
+    pub by_digest: Vec<DigestTotals>,
+    pub oldest_behind_seconds: f64,
     /// Whether `streams` lists only streams that are not current.
-    behind_only: bool,
-    streams: Vec<StreamReport>,
+    pub behind_only: bool,
+    pub streams: Vec<StreamReport>,
     /// Pass as `?after=` for the next page; null on the last page.
-    next_after: Option<u64>,
+    pub next_after: Option<u64>,
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -126,7 +130,7 @@ pub async fn fleet(AxState(s): AxState<FleetState>, Query(q): Query<FleetQuery>)
             .collect(),
         None => Vec::new(),
     };
-    let body = Body {
+    let body = FleetBody {
         format: FORMAT,
         generated_at: unix(SystemTime::now()),
         stall_after_seconds: crate::fleet::STALL_AFTER.as_secs(),
