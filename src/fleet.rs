@@ -7,10 +7,12 @@
 //! else (which streams are behind, which are stalled) is worked out only when someone
 //! asks: `GET /fleet` and the metrics scrape ([`Fleet::report`]).
 //!
-//! A stream is **current** when the digest it was last handed is the current one for its
-//! selector, **behind** when not, and **stalled** when its newest message has not been
-//! taken by the transport (HTTP/2 flow control: the client stopped reading) for longer
-//! than [`STALL_AFTER`]. Stalled wins over behind.
+//! A stream is **current** when the last message the transport took from it carries the
+//! current digest for its selector, **behind** when not, and **stalled** when its newest
+//! message has not been taken by the transport (HTTP/2 flow control: the client stopped
+//! reading, and the stream's send buffer is full) for longer than [`STALL_AFTER`].
+//! Stalled wins over behind. "Taken" is when the transport asks the stream for its next
+//! message: hyper does so once the previous one is in h2's send buffer.
 
 use crate::flags::Digest;
 use crate::hub::{Hub, View};
@@ -87,8 +89,10 @@ pub struct StreamState {
     pub client: Client,
     pub selector: Selector,
     connected_ms: u64,
-    /// First 8 bytes of the last digest handed to the transport (0: none yet).
+    /// First 8 bytes of the last digest the transport took (0: none yet).
     digest: AtomicU64,
+    /// First 8 bytes of the digest of the newest message, handed but not yet taken.
+    pending_digest: AtomicU64,
     handed_ms: AtomicU64,
     messages: AtomicU64,
     /// When the newest message was handed, until the transport asks for the next (0).
@@ -101,7 +105,7 @@ impl StreamState {
     /// A message with this digest goes to the transport.
     pub fn handed(&self, digest: &Digest) {
         let now = now_ms();
-        self.digest.store(prefix(digest), Relaxed);
+        self.pending_digest.store(prefix(digest), Relaxed);
         self.handed_ms.store(now, Relaxed);
         self.pending_ms.store(now, Relaxed);
         self.behind_ms.store(0, Relaxed);
@@ -111,6 +115,8 @@ impl StreamState {
     /// The transport asks for the next message: the previous one was taken.
     pub fn taken(&self) {
         if self.pending_ms.load(Relaxed) != 0 {
+            self.digest
+                .store(self.pending_digest.load(Relaxed), Relaxed);
             self.pending_ms.store(0, Relaxed);
         }
     }
@@ -160,7 +166,8 @@ pub struct StreamReport {
     /// Unix seconds.
     pub connected_at: f64,
     pub state: State,
-    /// First 16 hex digits of the digest last handed to the stream (null: none yet).
+    /// First 16 hex digits of the digest of the last message the transport took from the
+    /// stream (null: none yet).
     pub digest: Option<String>,
     /// Unix seconds (null: nothing handed yet).
     pub handed_at: Option<f64>,
@@ -230,6 +237,7 @@ impl Fleet {
             selector,
             connected_ms: now_ms(),
             digest: AtomicU64::new(0),
+            pending_digest: AtomicU64::new(0),
             handed_ms: AtomicU64::new(0),
             messages: AtomicU64::new(0),
             pending_ms: AtomicU64::new(0),
@@ -424,8 +432,10 @@ mod tests {
         assert_eq!(r.streams[0].state, State::Current);
         assert_eq!(r.streams[1].state, State::Behind);
         assert_eq!(r.selectors[""], (d.to_string(), 2));
-        // Handed but never taken for longer than STALL_AFTER: stalled.
+        // Handed but not taken: still behind; never taken for longer than STALL_AFTER:
+        // stalled.
         b.stream.handed(&d);
+        assert_eq!(fleet.report(&hub, |_, _| false).totals.behind, 1);
         b.stream
             .pending_ms
             .store(now_ms() - STALL_AFTER.as_millis() as u64 - 1000, Relaxed);

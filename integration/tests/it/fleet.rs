@@ -357,3 +357,145 @@ async fn changes_name_exactly_the_flags_that_changed_and_keep_the_documents() {
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("GET /changes lists them"), "{body}");
 }
+
+/// `put` into key `base` with --wait on both replicas.
+async fn put_wait(bed: &Testbed, file: &std::path::Path, extra: &[&str]) -> crate::tools::Out {
+    let uri = bed.redis.uri("base");
+    let services: Vec<String> = bed
+        .replicas
+        .iter()
+        .map(|s| format!("http://127.0.0.1:{}", s.mgmt_port))
+        .collect();
+    let mut args = vec!["put", "--redis-uri", &uri, "--wait"];
+    for s in &services {
+        args.extend(["--service", s.as_str()]);
+    }
+    let file = file.to_str().unwrap();
+    if !file.is_empty() {
+        args.push(file);
+    }
+    args.extend(extra);
+    crate::tools::run(&args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_wait_converges_across_replicas_fails_naming_a_stalled_client_and_restore_rolls_back() {
+    let bed = testbed().await;
+    let [a, b] = &bed.replicas;
+    let dir = tempfile::tempdir().unwrap();
+    let original = fleet(a, "").await["sources"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Every live stream gets the change: success, with the count.
+    let file = dir.path().join("v2.json");
+    std::fs::write(&file, base_doc("a2", &[("new", "1")])).unwrap();
+    let out = put_wait(&bed, &file, &[]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.all()
+            .contains("every client has it: 50 streams on 2 services"),
+        "{}",
+        out.all()
+    );
+    for svc in [a, b] {
+        let v = fleet(svc, "").await;
+        assert_eq!(v["totals"]["current"], 50 / 2);
+        assert_ne!(v["sources"][0]["digest"], original.as_str());
+    }
+
+    // A client on replica b stops reading: the next change cannot reach it.
+    let stalled = stalled_consumer(b).await;
+    bed.redis.set("base", &big_base_doc("a3")).unwrap();
+    fleet_until(b, "the big document taken by every stream", |v| {
+        v["totals"]["streams"] == 26 && v["totals"]["current"] == 26
+    })
+    .await;
+    let file = dir.path().join("v4.json");
+    std::fs::write(&file, big_base_doc("a4")).unwrap();
+    let out = put_wait(&bed, &file, &["--wait-timeout", "2"]).await;
+    assert_eq!(out.code, 4, "{}", out.all());
+    let text = out.all();
+    assert!(text.contains("stored "), "{text}");
+    assert!(text.contains("not every client has digest"), "{text}");
+    let named: Vec<&str> = text.lines().filter(|l| l.contains("provider_id")).collect();
+    assert_eq!(named.len(), 1, "{text}");
+    assert!(named[0].contains("\"stalled-consumer\""), "{text}");
+    assert!(
+        named[0].contains(&format!("http://127.0.0.1:{}", b.mgmt_port)),
+        "{text}"
+    );
+    assert!(named[0].contains("peer 127.0.0.1:"), "{text}");
+    drop(stalled);
+
+    // Roll back to the first document by its digest, from replica a's memory, and wait.
+    let out = put_wait(
+        &bed,
+        std::path::Path::new(""),
+        &["--restore", &original[..16], "--wait-timeout", "10"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.all().contains(&format!("digest {original}")),
+        "{}",
+        out.all()
+    );
+    assert!(out.all().contains("every client has it"), "{}", out.all());
+    for svc in [a, b] {
+        let v = fleet(svc, "").await;
+        assert_eq!(v["sources"][0]["digest"], original.as_str());
+        assert_eq!(v["totals"]["behind"], 0);
+    }
+    let stored: String = bed.redis.cmd(&["GET", "base"]).unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["flags"]["a"]["variants"]["v"], "a1");
+
+    // A digest the service does not remember: nothing stored, exit 5.
+    let out = put_wait(
+        &bed,
+        std::path::Path::new(""),
+        &["--restore", "0123456789abcdef"],
+    )
+    .await;
+    assert_eq!(out.code, 5, "{}", out.all());
+    assert!(
+        out.all().contains("GET /changes lists them"),
+        "{}",
+        out.all()
+    );
+    // A bad --service fails before anything is stored.
+    let uri = bed.redis.uri("base");
+    let out = crate::tools::run(&[
+        "put",
+        "--redis-uri",
+        &uri,
+        "--wait",
+        "--service",
+        "127.0.0.1:1",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.code, 64, "{}", out.all());
+    assert!(out.all().contains("--service 127.0.0.1:1"), "{}", out.all());
+    let after: String = bed.redis.cmd(&["GET", "base"]).unwrap();
+    assert!(after.contains("a1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_fleet_prints_each_service_and_the_streams_behind() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    s.next().await.unwrap();
+    let url = format!("http://localhost:{}", svc.mgmt_port);
+    let out = crate::tools::run(&["watch", "--fleet", &url, "--count", "1"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.all().contains("streams=1 current=1 behind=0 stalled=0"),
+        "{}",
+        out.all()
+    );
+}
