@@ -139,9 +139,16 @@ async fn put_and_wait(redis: &RedisServer, svc: &Service, doc: &mut Value) -> Re
     std::fs::write(&file, serde_json::to_string_pretty(doc)?)?;
     let service = format!("http://127.0.0.1:{}", svc.mgmt_port);
     let mut put = tokio::process::Command::new(integration::binary());
-    put.args(["put", "--redis-uri", &redis.uri(KEY), "--wait", "--service", &service])
-        .arg(&file)
-        .kill_on_drop(true);
+    put.args([
+        "put",
+        "--redis-uri",
+        &redis.uri(KEY),
+        "--wait",
+        "--service",
+        &service,
+    ])
+    .arg(&file)
+    .kill_on_drop(true);
     let started = Instant::now();
     let out = tokio::time::timeout(Duration::from_secs(60), put.output())
         .await

@@ -113,12 +113,20 @@ pub async fn stalled_consumer(
         .connect()
         .await
         .unwrap();
-    let mut c = FlagSyncServiceClient::new(ch);
+    open_stream(&mut FlagSyncServiceClient::new(ch), "stalled-consumer", "").await
+}
+
+/// Opens a SyncFlags stream on `c` and reads its first message.
+async fn open_stream(
+    c: &mut FlagSyncServiceClient<tonic::transport::Channel>,
+    provider_id: &str,
+    selector: &str,
+) -> tonic::Streaming<integration::client::flagd::SyncFlagsResponse> {
     let mut s = tokio::time::timeout(
         WAIT,
         c.sync_flags(SyncFlagsRequest {
-            provider_id: "stalled-consumer".into(),
-            selector: String::new(),
+            provider_id: provider_id.into(),
+            selector: selector.into(),
         }),
     )
     .await
@@ -252,35 +260,27 @@ async fn fleet_totals_selectors_stalled_consumer_and_metrics_across_two_replicas
     .unwrap();
 }
 
+/// Redis with `first` in key `flags`, one service, and one stream that has its first
+/// document.
+async fn one_service_one_stream(first: &str) -> (RedisServer, Service, SyncStream) {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", first).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    s.next().await.unwrap();
+    (redis, svc, s)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_of_thousands_of_streams_leaves_no_per_stream_state() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut keep = svc.stream("").await.unwrap();
-    keep.next().await.unwrap();
+    let (_redis, svc, _keep) = one_service_one_stream(&doc("f", "one")).await;
     let mut c = svc.client().await.unwrap();
     const CHURN: usize = 3000;
     // In batches of 50 open streams on one connection (under its stream limit).
     for _ in 0..CHURN / 50 {
         let mut open = Vec::new();
         for _ in 0..50 {
-            let mut s = tokio::time::timeout(
-                WAIT,
-                c.sync_flags(SyncFlagsRequest {
-                    provider_id: "churn".into(),
-                    selector: "flagSetId=".into(),
-                }),
-            )
-            .await
-            .unwrap()
-            .unwrap()
-            .into_inner();
-            tokio::time::timeout(WAIT, s.message())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
+            let s = open_stream(&mut c, "churn", "flagSetId=").await;
             open.push(s);
         }
     }
@@ -311,12 +311,8 @@ fn flags_doc(flags: &[(&str, &str)]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_name_exactly_the_flags_that_changed_and_keep_the_documents() {
-    let redis = RedisServer::start().unwrap();
     let first = flags_doc(&[("same", "1"), ("edited", "1"), ("dropped", "1")]);
-    redis.set("flags", &first).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    s.next().await.unwrap();
+    let (redis, svc, mut s) = one_service_one_stream(&first).await;
     redis
         .set(
             "flags",
@@ -485,11 +481,7 @@ async fn put_wait_converges_across_replicas_fails_naming_a_stalled_client_and_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_fleet_prints_each_service_and_the_streams_behind() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    s.next().await.unwrap();
+    let (_redis, svc, _stream) = one_service_one_stream(&doc("f", "one")).await;
     let url = format!("http://localhost:{}", svc.mgmt_port);
     let out = crate::tools::run(&["watch", "--fleet", &url, "--count", "1"]).await;
     assert_eq!(out.code, 0, "{}", out.all());
