@@ -220,6 +220,8 @@ pub struct Hub {
     /// `source=` names asked for that no source has, logged once each (capped, so a
     /// client inventing names cannot grow it without bound).
     unknown_sources: Mutex<std::collections::HashSet<String>>,
+    /// What each accepted document changed, and the last few documents (`/changes`).
+    pub changes: crate::changes::History,
 }
 
 impl Hub {
@@ -241,6 +243,7 @@ impl Hub {
             max_bytes: crate::flags::DEFAULT_MAX_PAYLOAD_BYTES,
             merge_refused: Mutex::new(None),
             unknown_sources: Mutex::new(Default::default()),
+            changes: Default::default(),
         }
     }
 
@@ -287,6 +290,8 @@ impl Hub {
             {
                 continue;
             }
+            let previous = state.docs[i].as_ref().map(|s| &*s.doc);
+            self.changes.record(&self.names[i], previous, &doc);
             let view = doc_view(&doc, self.context.as_ref());
             state.docs[i] = Some(Arc::new(SourceDoc {
                 doc: Arc::new(doc),
