@@ -82,6 +82,19 @@ pub fn testbed_files() -> Vec<(String, PathBuf)> {
     files
 }
 
+/// Testbed files that carry flags broken on purpose (the providers' conformance suites
+/// check that evaluating them errors: an unknown operator, a `$ref` to no shared rule, a
+/// rule returning a name that is no variant, a negative fractional weight, sem_ver
+/// versions the schema does not allow). `--validation strict` (the default) refuses
+/// them; `--validation basic` accepts them, which is how the round-trip tests serve them.
+pub const TESTBED_BROKEN_ON_PURPOSE: [&str; 5] = [
+    "custom-ops.json",
+    "edge-case-flags.json",
+    "evaluator-refs.json",
+    "testkit-flags.json",
+    "zero-flags.json",
+];
+
 /// A flag document with one string flag `name` whose default variant has `value`.
 pub fn doc(name: &str, value: &str) -> String {
     format!(
