@@ -591,3 +591,50 @@ pub fn default_value(doc: &serde_json::Value, flag: &str) -> Option<String> {
     let dv = f.get("defaultVariant")?.as_str()?;
     f.get("variants")?.get(dv)?.as_str().map(str::to_string)
 }
+
+/// The documents of `integration/validation/<which>/` (`accepted` or `refused`): written
+/// for this project to pin what strict validation refuses and accepts.
+pub fn validation_corpus(which: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("validation")
+        .join(which);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{}: too few documents", dir.display());
+    files
+}
+
+/// Whether a whole document is valid against the flagd schemas vendored in
+/// `src/flags/schemas` (flags.json, or flagd.json for the array form), checked here
+/// independently of the service's per-part checks.
+pub fn schema_valid(doc: &serde_json::Value) -> bool {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/flags/schemas");
+    let load = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.join(name)).expect("vendored schema");
+        serde_json::from_str(&text).expect("schema JSON")
+    };
+    let registry = jsonschema::Registry::new()
+        .add(
+            "https://flagd.dev/schema/v0/targeting.json",
+            load("targeting.json"),
+        )
+        .and_then(|r| r.add("https://flagd.dev/schema/v0/flags.json", load("flags.json")))
+        .and_then(|r| r.add("https://flagd.dev/schema/v0/flagd.json", load("flagd.json")))
+        .and_then(|r| r.prepare())
+        .expect("registry");
+    let root = if doc["flags"].is_array() {
+        "https://flagd.dev/schema/v0/flagd.json"
+    } else {
+        "https://flagd.dev/schema/v0/flags.json"
+    };
+    jsonschema::options()
+        .offline()
+        .with_registry(&registry)
+        .build(&serde_json::json!({ "$ref": root }))
+        .expect("schema compiles")
+        .is_valid(doc)
+}

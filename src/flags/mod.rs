@@ -372,7 +372,6 @@ fn json_message(e: &serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Map;
 
     fn ok(s: &str) -> Document {
         parse(s.as_bytes(), &Options::default()).unwrap()

@@ -118,8 +118,10 @@ pub fn warm_up() {
     LazyLock::force(&SCHEMAS);
 }
 
-/// Inside an `anyOf` / `oneOf` failure, the error deepest in the value (the branch that
-/// got furthest is the one the author meant); on a tie, the first.
+/// Inside an `anyOf` / `oneOf` failure, the branch with the fewest errors (the form the
+/// author most likely meant: a boolean flag with a bad rule fails the boolean branch
+/// once, the number branch for every variant too), and in it the error deepest in the
+/// value; on a tie, the first.
 fn most_specific<'a>(e: &'a ValidationError<'a>) -> &'a ValidationError<'a> {
     let context = match e.kind() {
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
@@ -127,16 +129,21 @@ fn most_specific<'a>(e: &'a ValidationError<'a>) -> &'a ValidationError<'a> {
         }
         _ => return e,
     };
+    let Some(branch) = context
+        .iter()
+        .filter(|b| !b.is_empty())
+        .min_by_key(|b| b.len())
+    else {
+        return e;
+    };
     let mut best: &ValidationError<'_> = e;
     let mut deepest = depth(e);
-    for branch in context {
-        for sub in branch {
-            let candidate = most_specific(sub);
-            let d = depth(candidate);
-            if d > deepest {
-                best = candidate;
-                deepest = d;
-            }
+    for sub in branch {
+        let candidate = most_specific(sub);
+        let d = depth(candidate);
+        if d > deepest || std::ptr::eq(best, e) {
+            best = candidate;
+            deepest = d;
         }
     }
     best
@@ -180,7 +187,9 @@ mod tests {
         assert_eq!(p.kind, ProblemKind::Schema);
         assert!(check(Part::ArrayFlag, &flag, "/flags/0", None).is_some());
         assert!(check(Part::Rule, &json!({"in": ["a", "b"]}), "", None).is_none());
-        assert!(check(Part::Metadata, &json!({"flagSetId": 1}), "/metadata", None).is_some());
+        // draft-07 ignores the siblings of `$ref`: flagSetId may be any scalar.
+        assert!(check(Part::Metadata, &json!({"flagSetId": 1}), "/metadata", None).is_none());
+        assert!(check(Part::Metadata, &json!({"v": [1]}), "/metadata", None).is_some());
         assert_eq!(VERSION, "0.2.15");
     }
 }

@@ -171,7 +171,12 @@ fn literals<'a>(rule: &'a str, shared: &BTreeMap<&str, Shared<'a>>) -> Vec<(&'a 
 fn reference_graph(shared: &BTreeMap<&str, Shared<'_>>, out: &mut Problems) {
     for (from, s) in shared {
         for (to, at) in &s.refs {
-            if let Some(route) = route(to, from, shared) {
+            let circle = route(to, from, shared);
+            // A circle is reported once, from its first name.
+            if circle.as_ref().is_some_and(|r| r.iter().any(|n| n < from)) {
+                continue;
+            }
+            if let Some(route) = circle {
                 out.push(Problem {
                     kind: ProblemKind::RefCycle,
                     flag: None,
