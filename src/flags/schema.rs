@@ -119,9 +119,9 @@ pub fn warm_up() {
 }
 
 /// Inside an `anyOf` / `oneOf` failure, the branch with the fewest errors (the form the
-/// author most likely meant: a boolean flag with a bad rule fails the boolean branch
-/// once, the number branch for every variant too), and in it the error deepest in the
-/// value; on a tie, the first.
+/// author meant: a boolean flag with a bad rule fails the boolean branch on the rule
+/// only, the number branch on every variant too) and, between those, the error deepest in
+/// the value (the branch that got furthest).
 fn most_specific<'a>(e: &'a ValidationError<'a>) -> &'a ValidationError<'a> {
     let context = match e.kind() {
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
@@ -129,24 +129,17 @@ fn most_specific<'a>(e: &'a ValidationError<'a>) -> &'a ValidationError<'a> {
         }
         _ => return e,
     };
-    let Some(branch) = context
-        .iter()
-        .filter(|b| !b.is_empty())
-        .min_by_key(|b| b.len())
-    else {
-        return e;
-    };
-    let mut best: &ValidationError<'_> = e;
-    let mut deepest = depth(e);
-    for sub in branch {
-        let candidate = most_specific(sub);
-        let d = depth(candidate);
-        if d > deepest || std::ptr::eq(best, e) {
-            best = candidate;
-            deepest = d;
+    let mut best: Option<(std::cmp::Reverse<usize>, usize, &ValidationError<'_>)> = None;
+    for branch in context {
+        let Some(deepest) = branch.iter().map(most_specific).max_by_key(|c| depth(c)) else {
+            continue;
+        };
+        let rank = (std::cmp::Reverse(branch.len()), depth(deepest));
+        if best.as_ref().is_none_or(|(n, d, _)| rank > (*n, *d)) {
+            best = Some((rank.0, rank.1, deepest));
         }
     }
-    best
+    best.map_or(e, |(_, _, b)| b)
 }
 
 fn depth(e: &ValidationError<'_>) -> usize {

@@ -238,3 +238,133 @@ fn route<'a>(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::flags::{parse, DocumentError, Options, ProblemKind, Validation};
+
+    fn problems(doc: &str) -> Vec<(ProblemKind, String)> {
+        match parse(doc.as_bytes(), &Options::default()) {
+            Ok(_) => Vec::new(),
+            Err(DocumentError::Invalid { problems }) => problems
+                .list
+                .iter()
+                .map(|p| (p.kind, p.pointer.clone()))
+                .collect(),
+            Err(other) => panic!("{doc}: not a strict refusal: {other}"),
+        }
+    }
+
+    const B: &str = r#""state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on""#;
+
+    #[test]
+    fn the_issues_examples_are_refused_with_their_pointers() {
+        let cases = [
+            (
+                format!(
+                    r#"{{"flags":{{"f":{{{B},"targeting":{{"if":[{{"starts_wiht":[{{"var":"email"}},"x"]}},"on","off"]}}}}}}}}"#
+                ),
+                (
+                    ProblemKind::UnknownOperator,
+                    "/flags/f/targeting/if/0/starts_wiht",
+                ),
+            ),
+            (
+                format!(
+                    r#"{{"flags":{{"f":{{{B},"targeting":{{"if":[{{"$ref":"nope"}},"on","off"]}}}}}}}}"#
+                ),
+                (ProblemKind::UnresolvedRef, "/flags/f/targeting/if/0/$ref"),
+            ),
+            (
+                format!(r#"{{"flags":{{"f":{{{B},"targeting":{{"if":[true,"zzz","off"]}}}}}}}}"#),
+                (ProblemKind::UnknownVariant, "/flags/f/targeting/if/1"),
+            ),
+            (
+                format!(
+                    r#"{{"flags":[{{"key":"f",{B},"targeting":{{"fractional":[["on",1],["nope",1]]}}}}]}}"#
+                ),
+                (
+                    ProblemKind::UnknownVariant,
+                    "/flags/0/targeting/fractional/1/0",
+                ),
+            ),
+            (
+                format!(r#"{{"flags":{{"f":{{{B},"targeting":{{"fractional":[["on","1"]]}}}}}}}}"#),
+                (
+                    ProblemKind::OperatorArguments,
+                    "/flags/f/targeting/fractional/0",
+                ),
+            ),
+            (
+                format!(
+                    r#"{{"flags":{{"f":{{{B},"targeting":{{"sem_ver":["1.0.0","~~","1.0.0"]}}}}}}}}"#
+                ),
+                (
+                    ProblemKind::OperatorArguments,
+                    "/flags/f/targeting/sem_ver/1",
+                ),
+            ),
+            (
+                format!(
+                    r#"{{"$evaluators":{{"a":{{"!":{{"$ref":"b"}}}},"b":{{"!":{{"$ref":"a"}}}}}},"flags":{{}}}}"#
+                ),
+                (ProblemKind::RefCycle, "/$evaluators/a/!/$ref"),
+            ),
+            (
+                format!(
+                    r#"{{"$evaluators":{{"a":{{"==":[1,1]}},"b":{{"!":{{"$ref":"a"}}}}}},"flags":{{}}}}"#
+                ),
+                (ProblemKind::RefOrder, "/$evaluators/b/!/$ref"),
+            ),
+            (
+                format!(
+                    r#"{{"$evaluators":{{"r":{{"if":[true,"zzz",null]}}}},"flags":{{"f":{{{B},"targeting":{{"if":[true,{{"$ref":"r"}},null]}}}}}}}}"#
+                ),
+                (ProblemKind::UnknownVariant, "/flags/f/targeting/if/1/$ref"),
+            ),
+            (
+                format!(
+                    r#"{{"flags":{{"f":{{{B},"targeting":{{"$ref":"r"}}}}}},"$evaluators":{{"r":{{"==":[1,1]}}}}}}"#
+                ),
+                (ProblemKind::Schema, "/flags/f/targeting"),
+            ),
+        ];
+        for (doc, (kind, pointer)) in cases {
+            let found = problems(&doc);
+            assert_eq!(found, vec![(kind, pointer.to_string())], "{doc}");
+        }
+    }
+
+    #[test]
+    fn several_problems_are_reported_and_basic_mode_only_warns() {
+        let doc = format!(
+            r#"{{"flags":{{"a":{{{B},"targeting":{{"iff":[]}}}},"b":{{{B},"targeting":{{"if":[true,"x"]}}}}}}}}"#
+        );
+        assert_eq!(problems(&doc).len(), 2);
+        let basic = Options {
+            validation: Validation::Basic,
+            ..Options::default()
+        };
+        let d = parse(doc.as_bytes(), &basic).unwrap();
+        assert_eq!(d.warnings.len(), 2);
+        assert!(d.warnings.to_string().contains("(did you mean \"if\"?)"));
+        let e = parse(doc.as_bytes(), &Options::default()).unwrap_err();
+        assert_eq!(e.reason(), "invalid_rules");
+        assert_eq!(e.lines().len(), 2);
+    }
+
+    #[test]
+    fn valid_forms_are_accepted() {
+        for doc in [
+            format!(r#"{{"flags":[{{"key":"f",{B},"targeting":{{}}}}]}}"#),
+            format!(r#"{{"flags":{{"f":{{{B},"targeting":{{}}}}}}}}"#),
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"defaultVariant":null}}}"#.into(),
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":{"x":[1]}}}}}"#.into(),
+            format!(r#"{{"$evaluators":{{"a":{{"!":{{"$ref":"b"}}}},"b":{{"==":[1,1]}}}},"flags":{{"f":{{{B},"targeting":{{"if":[{{"$ref":"a"}},"on",null]}}}}}}}}"#),
+            format!(r#"{{"flags":{{"f":{{{B},"targeting":{{"if":[{{"var":"$flagd.timestamp"}},{{"var":"v"}},"off"]}}}}}}}}"#),
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"true":1,"false":0},"targeting":{"if":[{"var":"x"},true,false]}}}}"#.into(),
+        ] {
+            assert_eq!(problems(&doc), vec![], "{doc}");
+        }
+    }
+}
