@@ -193,6 +193,9 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
             .collect();
         PutError::Refused(lines.join("\n"))
     })?;
+    for line in doc.warnings.lines() {
+        eprintln!("{name}: warning (strict would refuse): {line}");
+    }
 
     let timeout = Duration::from_secs(args.redis_timeout);
     let redis_err = |e: redis::RedisError| PutError::Redis(format!("redis {target}: {e}"));
