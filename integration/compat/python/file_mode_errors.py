@@ -18,34 +18,16 @@ Usage: file_mode_errors.py [--timeout SECONDS] FILE...
 import argparse
 import json
 import os
-import sys
 import threading
 
-DEFAULTS = {"bool": False, "string": "<default>", "int": -1, "float": -1.0, "object": {}}
+# Same directory: the type rules and code defaults of the equivalence check.
+from offline_equivalence import DEFAULTS, flag_type, out
 
 # The attributes the documents under integration/validation target.
 CONTEXTS = {
     "empty": (None, {}),
     "user": ("user-1", {"email": "a@example.com", "version": "1.2.0", "color": "red"}),
 }
-
-
-def out(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def flag_type(flag: dict) -> str:
-    values = list((flag.get("variants") or {}).values())
-    if values and all(isinstance(v, bool) for v in values):
-        return "bool"
-    if values and all(isinstance(v, str) for v in values):
-        return "string"
-    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "int"
-    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return "float"
-    return "object"
 
 
 def main() -> None:
