@@ -64,13 +64,9 @@ def main() -> None:
         errors = []
         for key, flag in (flags.items() if isinstance(flags, dict) else []):
             kind = flag_type(flag)
-            getter = {
-                "bool": client.get_boolean_details,
-                "string": client.get_string_details,
-                "int": client.get_integer_details,
-                "float": client.get_float_details,
-                "object": client.get_object_details,
-            }[kind]
+            # get_boolean_details, get_string_details, get_integer_details, ...
+            method = {"bool": "boolean", "int": "integer"}.get(kind, kind)
+            getter = getattr(client, f"get_{method}_details")
             for ctx_name, ctx in contexts.items():
                 d = getter(key, DEFAULTS[kind], ctx)
                 if d.error_code is not None or str(d.reason) == "Reason.ERROR":
