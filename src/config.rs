@@ -15,7 +15,7 @@ use std::time::Duration;
 /// Serves a flagd flag document kept in Redis to flagd and OpenFeature providers over
 /// flagd's gRPC sync protocol, pushing every change as Redis reports it.
 #[derive(Debug, Parser)]
-#[command(name = "flagd-redis-sync", version, about, long_about = None)]
+#[command(name = "flagd-redis-sync", version = crate::flags::schema::VERSION_LINE, about, long_about = None)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -54,6 +54,10 @@ pub struct ValidateArgs {
     /// Refuse documents larger than this many bytes.
     #[arg(long, default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
+    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
+    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
+    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
+    pub validation: crate::flags::Validation,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -172,6 +176,11 @@ pub struct ServeArgs {
     /// `flags`, only the flag fields providers know).
     #[arg(long, env = "REDIS_SYNC_NO_NORMALIZE")]
     pub no_normalize: bool,
+
+    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
+    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
+    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
+    pub validation: crate::flags::Validation,
 
     /// Static KEY=VALUE sent to clients as sync_context and by GetMetadata (repeatable).
     #[arg(long = "context-value", env = "REDIS_SYNC_CONTEXT_VALUES", value_delimiter = ',', value_parser = parse_key_value)]
@@ -374,6 +383,7 @@ impl ServeArgs {
             documents: crate::flags::Options {
                 max_bytes: self.max_payload_bytes,
                 normalize: !self.no_normalize,
+                validation: self.validation,
             },
             context: self.context_values.clone(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),

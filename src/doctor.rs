@@ -64,6 +64,10 @@ pub struct DoctorArgs {
     /// Validate the document as stored, without rewriting it into the map form.
     #[arg(long, env = "REDIS_SYNC_NO_NORMALIZE")]
     pub no_normalize: bool,
+    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
+    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
+    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
+    pub validation: crate::flags::Validation,
     /// Seconds allowed to connect and for each reply.
     #[arg(long, env = "REDIS_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub redis_timeout: u64,
@@ -442,6 +446,7 @@ pub fn run_cli(args: &DoctorArgs) -> u8 {
     let documents = flags::Options {
         max_bytes: args.max_payload_bytes,
         normalize: !args.no_normalize,
+        validation: args.validation,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -79,6 +79,11 @@ pub struct PutArgs {
     #[arg(long, default_value_t = flags::DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
 
+    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
+    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
+    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
+    pub validation: crate::flags::Validation,
+
     /// Seconds allowed to connect to Redis and for each reply.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub redis_timeout: u64,
@@ -204,10 +209,20 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
     let opts = flags::Options {
         max_bytes: args.max_payload_bytes,
         normalize: !args.no_normalize,
+        validation: args.validation,
     };
     // The same line `validate` prints for a refused document.
-    let doc = flags::parse(&bytes, &opts)
-        .map_err(|e| PutError::Refused(format!("{name}: refused: {e}")))?;
+    let doc = flags::parse(&bytes, &opts).map_err(|e| {
+        let lines: Vec<String> = e
+            .lines()
+            .iter()
+            .map(|l| format!("{name}: refused: {l}"))
+            .collect();
+        PutError::Refused(lines.join("\n"))
+    })?;
+    for line in doc.warnings.lines() {
+        eprintln!("{name}: warning (strict would refuse): {line}");
+    }
 
     let timeout = Duration::from_secs(args.redis_timeout);
     let redis_err = |e: redis::RedisError| PutError::Redis(format!("redis {target}: {e}"));

@@ -18,3 +18,4 @@ mod sources;
 mod tools;
 mod tools_tls;
 mod topology;
+mod validation;
