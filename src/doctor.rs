@@ -24,14 +24,15 @@
 //! No check writes anything: rights are probed with `ACL DRYRUN` where available, and the
 //! subcommand's SUBSCRIBE probe is on its own connection.
 
-use crate::config::{RedisAddr, RedisTarget, RedisTls, Storage};
 use crate::flags;
+use crate::redis::reply::{as_text as text, query, read_plain};
+use crate::redis::{RedisAddr, RedisArgs, RedisTarget, Storage, TargetError};
 use crate::source::notify_merged;
 use crate::status::Status;
 use crate::telemetry::Metrics;
 use opentelemetry::KeyValue;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError, ServerErrorKind, Value};
+use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -51,10 +52,8 @@ const SIZE_WARN: f64 = 0.75;
 /// `flagd-redis-sync doctor`.
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
-    /// The Redis to check, as for the service: redis://[user:password@]host[:port][/db]?key=NAME,
-    /// rediss:// for TLS, or unix:///path/to/redis.sock?db=N&key=NAME.
-    #[arg(long, env = "REDIS_URI", hide_env_values = true)]
-    pub redis_uri: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Report format: one line per check, or one JSON object.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
@@ -64,78 +63,13 @@ pub struct DoctorArgs {
     /// Validate the document as stored, without rewriting it into the map form.
     #[arg(long, env = "REDIS_SYNC_NO_NORMALIZE")]
     pub no_normalize: bool,
-    /// Seconds allowed to connect and for each reply.
-    #[arg(long, env = "REDIS_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub redis_timeout: u64,
-    /// File holding the Redis password, as for the service (REDIS_PASSWORD does the same).
-    #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "FILE")]
-    pub redis_password_file: Option<std::path::PathBuf>,
-    /// PEM CA certificate(s) of the Redis server (rediss:// only), as for the service.
-    #[arg(long, env = "REDIS_CA_PATH", value_name = "FILE")]
-    pub redis_ca_path: Option<std::path::PathBuf>,
-    /// PEM client certificate for Redis (rediss:// only), as for the service.
-    #[arg(
-        long,
-        env = "REDIS_CERT_PATH",
-        value_name = "FILE",
-        requires = "redis_key_path"
-    )]
-    pub redis_cert_path: Option<std::path::PathBuf>,
-    /// PEM private key for --redis-cert-path.
-    #[arg(
-        long,
-        env = "REDIS_KEY_PATH",
-        value_name = "FILE",
-        requires = "redis_cert_path"
-    )]
-    pub redis_key_path: Option<std::path::PathBuf>,
-    /// Accept any Redis server certificate, as the service's development-only option
-    /// (reported as a warning).
-    #[arg(long, env = "REDIS_TLS_INSECURE")]
-    pub redis_tls_insecure: bool,
 }
 
 impl DoctorArgs {
-    /// The target as the service would build it from the same options: the password from
-    /// --redis-password-file or REDIS_PASSWORD, the TLS files. Errors are usage errors.
-    pub fn target(&self, env: impl Fn(&str) -> Option<String>) -> Result<RedisTarget, String> {
-        let mut target = RedisTarget::parse(&self.redis_uri).map_err(|e| e.to_string())?;
-        match (&self.redis_password_file, env("REDIS_PASSWORD")) {
-            (Some(_), Some(_)) => {
-                return Err(
-                    "REDIS_PASSWORD and --redis-password-file are both set: give only one".into(),
-                )
-            }
-            (Some(path), None) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!("--redis-password-file: cannot read {}: {e}", path.display())
-                })?;
-                let pw = text.trim_end_matches(['\n', '\r']);
-                if pw.is_empty() {
-                    return Err(format!("--redis-password-file {} is empty", path.display()));
-                }
-                target.password = Some(pw.to_string());
-            }
-            (None, Some(pw)) if !pw.is_empty() => target.password = Some(pw),
-            _ => {}
-        }
-        let tls = RedisTls {
-            ca: self.redis_ca_path.clone(),
-            client: self
-                .redis_cert_path
-                .clone()
-                .zip(self.redis_key_path.clone()),
-            insecure: self.redis_tls_insecure,
-        };
-        if tls != RedisTls::default() && !matches!(target.addr, RedisAddr::Tcp { tls: true, .. }) {
-            return Err(
-                "--redis-ca-path, --redis-cert-path, --redis-key-path and --redis-tls-insecure \
-                 need a rediss:// URI (TLS)"
-                    .into(),
-            );
-        }
-        target.tls = tls;
-        Ok(target)
+    /// The target as the service builds it from the same options (the first key is the
+    /// one checked). Errors are usage errors.
+    pub fn target(&self, env: impl Fn(&str) -> Option<String>) -> Result<RedisTarget, TargetError> {
+        self.redis.target(env)?.require_key()
     }
 }
 
@@ -255,20 +189,10 @@ pub async fn check_with_timeout(
 ) -> Report {
     let started = Instant::now();
     let (push_tx, _pushes) = tokio::sync::mpsc::unbounded_channel();
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_push_sender(push_tx);
-    let connected = async {
-        crate::source::topology::resolve(target, &target.key, timeout)
-            .await?
-            .node
-            .client()?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-    };
+    let connected =
+        crate::redis::topology::connect_to_key(target, &target.key, timeout, Some(push_tx));
     let mut con = match tokio::time::timeout(timeout, connected).await {
-        Ok(Ok(con)) => con,
+        Ok(Ok((con, _))) => con,
         Ok(Err(e)) => {
             let error = format!("{e}{}", target.connect_hint(&e, timeout));
             return vec![connection_failed(target, &error)];
@@ -456,7 +380,7 @@ pub fn run_cli(args: &DoctorArgs) -> u8 {
     let report = runtime.block_on(check_with_timeout(
         &target,
         &documents,
-        Duration::from_secs(args.redis_timeout),
+        args.redis.timeout(),
     ));
     match args.format {
         ReportFormat::Text => print!("{}", render_text(&target, &report)),
@@ -584,14 +508,6 @@ struct KeyFacts {
     pttl: Result<i64, RedisError>,
 }
 
-/// How the first source is stored.
-fn storage(target: &RedisTarget) -> Storage {
-    target
-        .sources
-        .first()
-        .map_or(Storage::String, |s| s.storage)
-}
-
 async fn run_checks(
     con: &mut MultiplexedConnection,
     target: &RedisTarget,
@@ -601,7 +517,7 @@ async fn run_checks(
     let mode = probes.mode;
     let info = server_info(con).await;
     let key = KeyFacts {
-        value: crate::source::read_plain(con, &target.key, storage(target)).await,
+        value: read_plain(con, &target.key, target.storage_of_first()).await,
         kind: redis::cmd("TYPE").arg(&target.key).query_async(con).await,
         pttl: redis::cmd("PTTL").arg(&target.key).query_async(con).await,
     };
@@ -654,7 +570,7 @@ async fn run_checks(
         size(&key, documents),
     ];
     if mode == Mode::Cli {
-        report.push(document(&key, documents, storage(target)));
+        report.push(document(&key, documents, target.storage_of_first()));
     }
     report.push(rights_get(target, &user, &key));
     report.push(rights_subscribe(target, &user, mode, probes.subscribe));
@@ -1065,7 +981,7 @@ fn key_exists(target: &RedisTarget, key: &KeyFacts) -> Finding {
             format!("store the flagd JSON document as a string: redis-cli -n {} -x SET {k} < flags.json", target.db),
         )
     };
-    if storage(target) == Storage::Hash {
+    if target.storage_of_first() == Storage::Hash {
         return match &key.kind {
             Ok(t) if t == "none" => missing(),
             Ok(t) if t == "hash" => Finding::ok(C, format!("{k} exists and holds a hash (type=hash)")),
@@ -1303,14 +1219,6 @@ fn rights_tracking(user: &str, t: &Triggers) -> Finding {
 // ---------------------------------------------------------------------------------------
 // Helpers.
 
-async fn query(con: &mut MultiplexedConnection, args: &[&str]) -> redis::RedisResult<Value> {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query_async(con).await
-}
-
 /// One CONFIG GET value, or why it could not be read.
 async fn config_get(con: &mut MultiplexedConnection, name: &str) -> Result<String, String> {
     let v = query(con, &["CONFIG", "GET", name])
@@ -1322,17 +1230,6 @@ async fn config_get(con: &mut MultiplexedConnection, name: &str) -> Result<Strin
         _ => None,
     };
     value.ok_or_else(|| format!("CONFIG GET {name} returned nothing"))
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        Value::Okay => Some("OK".into()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
 }
 
 fn is_noperm(e: &RedisError) -> bool {
@@ -1488,13 +1385,13 @@ mod tests {
             a.target(no_env).unwrap().password.as_deref(),
             Some("from-file")
         );
-        assert!(a.target(env).unwrap_err().contains("give only one"));
+        assert!(matches!(a.target(env), Err(TargetError::TwoPasswords)));
         std::fs::remove_file(&dir).unwrap();
 
         let e = args(&["--redis-uri", "redis://h/0?key=f", "--redis-tls-insecure"])
             .target(no_env)
             .unwrap_err();
-        assert!(e.contains("rediss://"), "{e}");
+        assert!(matches!(e, TargetError::TlsWithoutRediss), "{e}");
         let t = args(&["--redis-uri", "rediss://h/0?key=f", "--redis-tls-insecure"])
             .target(no_env)
             .unwrap();

@@ -6,7 +6,8 @@
 //! Redis ──keyspace event / poll──▶ source (watcher) ──bytes──▶ flags (validate, canonicalise,
 //! SHA-256) ──Document──▶ hub (latest snapshot + broadcast, encoded once) ──▶ grpc (streams)
 //! ```
-//! - [`config`]: command line, environment, Redis URI.
+//! - [`redis`]: the bottom layer: Redis options, URI, target, connections, topology.
+//! - [`config`]: command line, environment.
 //! - [`source`]: the Redis session: notifications, polls, reconnects.
 //! - [`flags`]: documents, pure and synchronous.
 //! - [`hub`]: the current snapshot and its fan-out.
@@ -27,6 +28,7 @@ pub mod flags;
 pub mod grpc;
 pub mod http;
 pub mod hub;
+pub mod redis;
 pub mod reload;
 pub mod selector;
 pub mod snapshot;

@@ -3,7 +3,7 @@
 //!
 //! One session, repeated for as long as the service runs:
 //! 1. find the node (the URI's, the Sentinel master, the Cluster slot owner: see
-//!    [`topology`]), connect (with a timeout), confirm its role, merge the needed letters
+//!    [`crate::redis::topology`]), connect (with a timeout), confirm its role, merge the needed letters
 //!    into `notify-keyspace-events`;
 //! 2. SUBSCRIBE to each key's keyspace channel, **then** read the keys (a change between
 //!    the two is caught either by the event or by the read);
@@ -21,17 +21,18 @@
 mod backoff;
 mod notify;
 mod reader;
-pub mod topology;
-
-pub(crate) use reader::read_plain;
 
 pub use backoff::Backoff;
 /// Which `notify-keyspace-events` letters are missing (for the doctor).
 pub(crate) use notify::merged as notify_merged;
 
-use crate::config::{Config, OnMissingKey, RedisAddr, RedisTarget, SourceSpec, Storage};
+use crate::config::{Config, OnMissingKey};
 use crate::flags::{self, DocumentError};
 use crate::hub::Hub;
+use crate::redis::connect::connect;
+use crate::redis::reply::as_string;
+use crate::redis::topology::{self, key_slot, Placement};
+use crate::redis::{RedisAddr, RedisTarget, SourceSpec, Storage};
 use crate::status::{KeyState, RedisState, Status, Trigger};
 use crate::telemetry::Metrics;
 use reader::{Fetched, Reader};
@@ -41,7 +42,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use topology::Placement;
 use tracing::{debug, error, info, warn};
 
 /// Timeouts and cadences of the Redis session.
@@ -116,33 +116,6 @@ pub fn groups(target: &RedisTarget) -> Vec<Vec<usize>> {
             .push(i);
     }
     by_slot.into_values().collect()
-}
-
-/// The Redis Cluster hash slot of a key (CRC16/XMODEM of the key or its `{hash tag}`).
-pub fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            rest.iter()
-                .position(|&b| b == b'}')
-                .filter(|&close| close > 0)
-                .map(|close| &rest[..close])
-        })
-        .unwrap_or(key);
-    let mut crc: u16 = 0;
-    for &b in tagged {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
 }
 
 /// Watches some source keys on one connection and publishes every valid change.
@@ -250,7 +223,7 @@ impl Watcher {
         let node = resolved.node;
         let placement = resolved.placement;
         let (push_tx, mut pushes) = mpsc::unbounded_channel();
-        let mut con = topology::connect(&node, self.timing.timeout, Some(push_tx))
+        let mut con = connect(&node, self.timing.timeout, Some(push_tx))
             .await
             .map_err(|source| SessionError::Connect {
                 hint: node.connect_hint(&source, self.timing.timeout),
@@ -332,7 +305,7 @@ impl Watcher {
                             PushKind::Disconnection => return Err(SessionError::Disconnected),
                             PushKind::Message => {
                                 self.metrics.notifications.add(1, &[]);
-                                let channel = p.data.first().and_then(topology::as_string);
+                                let channel = p.data.first().and_then(as_string);
                                 for (i, c) in channels.iter().enumerate() {
                                     if channel.as_deref() == Some(c.as_str()) {
                                         dirty[i] = true;
@@ -392,9 +365,7 @@ impl Watcher {
     /// Marks the sources a tracking invalidation names (all of them for FLUSHALL's null).
     fn mark_invalidated(&self, data: &[redis::Value], dirty: &mut [bool]) {
         let keys: Option<Vec<String>> = match data.first() {
-            Some(redis::Value::Array(items)) => {
-                Some(items.iter().filter_map(topology::as_string).collect())
-            }
+            Some(redis::Value::Array(items)) => Some(items.iter().filter_map(as_string).collect()),
             _ => None,
         };
         for (i, s) in self.sources.iter().enumerate() {
@@ -618,23 +589,4 @@ async fn recv_hint(
 /// by the server that reconnecting would not fix.
 fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_slots_match_redis() {
-        // The examples of Redis's CLUSTER KEYSLOT documentation.
-        assert_eq!(key_slot(b"somekey"), 11058);
-        assert_eq!(key_slot(b"foo{hash_tag}"), 2515);
-        assert_eq!(key_slot(b"foo{hash_tag}"), key_slot(b"hash_tag"));
-        assert_eq!(
-            key_slot(b"{user1000}.following"),
-            key_slot(b"{user1000}.followers")
-        );
-        // An empty tag is no tag: the whole key is hashed.
-        assert_ne!(key_slot(b"{}a"), key_slot(b"{}b"));
-    }
 }

@@ -5,6 +5,7 @@
 pub mod confdoc;
 pub mod healthcheck;
 pub mod put;
+mod put_hash;
 pub mod watch;
 
 use std::process::ExitCode;

@@ -1,19 +1,20 @@
 //! `flagd-redis-sync put --redis-uri URI FILE`: validates a flag document exactly as the
 //! service will, then stores it in the key with one `SET` (atomic: the service, and every
 //! client, sees the old document or the new one, never a mix). Needs only `SET` (and `GET`
-//! plus `EVAL` with `--if-digest`), never `CONFIG`.
+//! plus `EVAL` with `--if-digest`), never `CONFIG`. With `type=hash` in the URI, the
+//! document is stored as one field per flag in one MULTI/EXEC (see `put_hash.rs`).
 //!
 //! Exit codes: 0 stored; 1 refused (invalid document, or `--if-digest` did not match);
 //! 2 the file cannot be read; 3 Redis failed (unreachable, authentication, NOPERM);
 //! 64 bad command line (`--redis-uri`).
 
-use crate::config::{RedisAddr, RedisTarget, RedisTls};
+use super::put_hash::{self, HashPutError};
 use crate::flags::{self, Digest};
+use crate::redis::{RedisArgs, RedisTarget, Storage};
 use clap::Args;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Sets the key only if it still holds exactly the bytes read before (compare-and-set).
 const CAS_SCRIPT: &str = r#"local cur = redis.call('GET', KEYS[1])
@@ -23,38 +24,8 @@ return 1"#;
 
 #[derive(Debug, Clone, Args)]
 pub struct PutArgs {
-    /// Where to store it, as for the service: redis://[user:password@]host[:port][/db]?key=NAME,
-    /// rediss:// or unix:///path?key=NAME.
-    #[arg(long, env = "REDIS_URI", hide_env_values = true)]
-    pub redis_uri: String,
-
-    /// File holding the Redis password (trailing newline ignored); replaces any password in
-    /// the URI. The REDIS_PASSWORD environment variable does the same (give only one).
-    #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "FILE")]
-    pub redis_password_file: Option<PathBuf>,
-
-    /// PEM CA certificate(s) that signed the Redis server's certificate (rediss:// only);
-    /// default: the system's trusted roots.
-    #[arg(long, env = "REDIS_CA_PATH", value_name = "FILE")]
-    pub redis_ca_path: Option<PathBuf>,
-
-    /// PEM client certificate for Redis servers that require one (rediss:// only).
-    #[arg(
-        long,
-        env = "REDIS_CERT_PATH",
-        value_name = "FILE",
-        requires = "redis_key_path"
-    )]
-    pub redis_cert_path: Option<PathBuf>,
-
-    /// PEM private key for --redis-cert-path.
-    #[arg(
-        long,
-        env = "REDIS_KEY_PATH",
-        value_name = "FILE",
-        requires = "redis_cert_path"
-    )]
-    pub redis_key_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
     /// The flag document (`-` reads standard input).
     pub file: PathBuf,
@@ -73,10 +44,6 @@ pub struct PutArgs {
     /// Refuse documents larger than this many bytes (as the service's option).
     #[arg(long, default_value_t = flags::DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
-
-    /// Seconds allowed to connect to Redis and for each reply.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub redis_timeout: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,51 +85,12 @@ pub fn main(args: &PutArgs) -> ExitCode {
     })
 }
 
-/// The Redis target with credentials and TLS files as the service takes them.
-fn target(args: &PutArgs, env: impl Fn(&str) -> Option<String>) -> Result<RedisTarget, String> {
-    let mut target = RedisTarget::parse(&args.redis_uri).map_err(|e| e.to_string())?;
-    match (
-        &args.redis_password_file,
-        env("REDIS_PASSWORD").filter(|p| !p.is_empty()),
-    ) {
-        (Some(_), Some(_)) => {
-            return Err(
-                "REDIS_PASSWORD and --redis-password-file are both set: give only one".into(),
-            )
-        }
-        (Some(path), None) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("--redis-password-file {}: {e}", path.display()))?;
-            let pw = text.trim_end_matches(['\n', '\r']);
-            if pw.is_empty() {
-                return Err(format!("--redis-password-file {} is empty", path.display()));
-            }
-            target.password = Some(pw.to_string());
-        }
-        (None, Some(pw)) => target.password = Some(pw),
-        (None, None) => {}
-    }
-    let tls = RedisTls {
-        ca: args.redis_ca_path.clone(),
-        client: args
-            .redis_cert_path
-            .clone()
-            .zip(args.redis_key_path.clone()),
-        insecure: false,
-    };
-    let is_tls = matches!(target.addr, RedisAddr::Tcp { tls: true, .. });
-    if !is_tls && tls != RedisTls::default() {
-        return Err(
-            "--redis-ca-path, --redis-cert-path and --redis-key-path need a rediss:// URI (TLS)"
-                .into(),
-        );
-    }
-    target.tls = tls;
-    Ok(target)
-}
-
 async fn run(args: &PutArgs) -> Result<String, PutError> {
-    let target = target(args, |k| std::env::var(k).ok()).map_err(PutError::Usage)?;
+    let target = args
+        .redis
+        .target(|k| std::env::var(k).ok())
+        .and_then(RedisTarget::require_key)
+        .map_err(|e| PutError::Usage(e.to_string()))?;
     if let Some(want) = &args.if_digest {
         check_digest_arg(want).map_err(PutError::Usage)?;
     }
@@ -182,23 +110,39 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
     let doc = flags::parse(&bytes, &opts)
         .map_err(|e| PutError::Refused(format!("{name}: refused: {e}")))?;
 
-    let timeout = Duration::from_secs(args.redis_timeout);
+    // What is stored, and the document the service will serve from it.
+    let hash_fields = match target.storage_of_first() {
+        Storage::String => None,
+        Storage::Hash => Some(put_hash::fields(&doc).map_err(|e| refused(&name, e))?),
+    };
+    let served = match &hash_fields {
+        None => doc,
+        Some(fields) => put_hash::served(fields, &opts).map_err(|e| refused(&name, e))?,
+    };
+
     let redis_err = |e: redis::RedisError| PutError::Redis(format!("redis {target}: {e}"));
     // As the service connects: the node that holds the key (Sentinel master, Cluster
     // slot owner), RESP3, the CA and client certificate files read now.
-    let node = crate::source::topology::resolve(&target, &target.key, timeout)
-        .await
-        .map_err(redis_err)?
-        .node;
-    let client = node.client().map_err(redis_err)?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let mut con = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(redis_err)?;
+    let (mut con, _) =
+        crate::redis::topology::connect_to_key(&target, &target.key, args.redis.timeout(), None)
+            .await
+            .map_err(redis_err)?;
 
+    if let Some(fields) = &hash_fields {
+        put_hash::store(
+            &mut con,
+            &target.key,
+            fields,
+            args.if_digest.as_deref(),
+            &opts,
+        )
+        .await
+        .map_err(|e| match e {
+            HashPutError::Redis(e) => redis_err(e),
+            other => PutError::Refused(other.to_string()),
+        })?;
+        return Ok(stored_line(&name, &target, &served, bytes.len()));
+    }
     match &args.if_digest {
         None => {
             redis::cmd("SET")
@@ -242,13 +186,19 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
             }
         }
     }
-    Ok(format!(
-        "stored {name} in key {:?}: {} flags, {} bytes, digest {}",
-        target.key,
-        doc.flag_count,
-        bytes.len(),
-        doc.digest
-    ))
+    Ok(stored_line(&name, &target, &served, bytes.len()))
+}
+
+fn refused(name: &str, e: HashPutError) -> PutError {
+    PutError::Refused(format!("{name}: refused: {e}"))
+}
+
+/// The success line: where, how many flags, the digest clients will get.
+fn stored_line(name: &str, target: &RedisTarget, served: &flags::Document, bytes: usize) -> String {
+    format!(
+        "stored {name} in key {:?}: {} flags, {bytes} bytes, digest {}",
+        target.key, served.flag_count, served.digest
+    )
 }
 
 /// The digest the service would give the stored value: of its canonical form when it is
@@ -271,7 +221,7 @@ fn check_digest_arg(want: &str) -> Result<(), String> {
     }
 }
 
-fn matches_digest(have: &str, want: &str) -> bool {
+pub(super) fn matches_digest(have: &str, want: &str) -> bool {
     have.starts_with(&want.to_ascii_lowercase())
 }
 

@@ -227,7 +227,7 @@ fn the_service_and_budget_select_the_pods() {
     );
     let key = r["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
     let example = secret["stringData"][key].as_str().expect("the example URI");
-    flagd_redis_sync::config::RedisTarget::parse(example).expect("the example URI parses");
+    flagd_redis_sync::redis::RedisTarget::parse(example).expect("the example URI parses");
 }
 
 #[test]

@@ -195,7 +195,7 @@ fn set_flags(redis: &RedisServer, extra: &[&str]) {
 }
 
 /// CA and server certificate for 127.0.0.1, made with the openssl command.
-fn certificates(dir: &Path) -> (String, String, String) {
+pub(crate) fn certificates(dir: &Path) -> (String, String, String) {
     let p = |n: &str| dir.join(n).display().to_string();
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")

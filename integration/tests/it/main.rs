@@ -10,6 +10,7 @@ mod doctor;
 mod observability;
 mod otlp;
 mod protocol;
+mod put_storage;
 mod reliability;
 mod security;
 mod sources;
