@@ -26,7 +26,7 @@
 
 use crate::flags;
 use crate::redis::reply::{as_text as text, query, read_plain};
-use crate::redis::{RedisAddr, RedisArgs, RedisTarget, Storage, TargetError};
+use crate::redis::{RedisAddr, RedisTarget, Storage};
 use crate::source::notify_merged;
 use crate::status::Status;
 use crate::telemetry::Metrics;
@@ -48,30 +48,6 @@ pub const REPLICA_LAG_WARN_SECONDS: i64 = 10;
 const NEAR_LIMIT: f64 = 0.9;
 /// A document above this fraction of the payload limit is a warning.
 const SIZE_WARN: f64 = 0.75;
-
-/// `flagd-redis-sync doctor`.
-#[derive(Debug, clap::Args)]
-pub struct DoctorArgs {
-    #[command(flatten)]
-    pub redis: RedisArgs,
-    /// Report format: one line per check, or one JSON object.
-    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
-    pub format: ReportFormat,
-    /// The service's payload limit, against which the key's size is judged.
-    #[arg(long, env = "REDIS_SYNC_MAX_PAYLOAD_BYTES", default_value_t = flags::DEFAULT_MAX_PAYLOAD_BYTES)]
-    pub max_payload_bytes: usize,
-    /// Validate the document as stored, without rewriting it into the map form.
-    #[arg(long, env = "REDIS_SYNC_NO_NORMALIZE")]
-    pub no_normalize: bool,
-}
-
-impl DoctorArgs {
-    /// The target as the service builds it from the same options (the first key is the
-    /// one checked). Errors are usage errors.
-    pub fn target(&self, env: impl Fn(&str) -> Option<String>) -> Result<RedisTarget, TargetError> {
-        self.redis.target(env)?.require_key()
-    }
-}
 
 /// Output of `doctor`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -354,19 +330,13 @@ fn record(metrics: &Metrics, report: &[Finding]) {
     }
 }
 
-/// The `doctor` subcommand: prints the report, returns the exit code (64 for a bad URI).
-pub fn run_cli(args: &DoctorArgs) -> u8 {
-    let target = match args.target(|k| std::env::var(k).ok()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("flagd-redis-sync doctor: {e}");
-            return 64;
-        }
-    };
-    let documents = flags::Options {
-        max_bytes: args.max_payload_bytes,
-        normalize: !args.no_normalize,
-    };
+/// The `doctor` subcommand on a built target: prints the report, returns the exit code.
+pub fn run_cli(
+    target: &RedisTarget,
+    documents: &flags::Options,
+    timeout: Duration,
+    format: ReportFormat,
+) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -377,14 +347,10 @@ pub fn run_cli(args: &DoctorArgs) -> u8 {
             return 2;
         }
     };
-    let report = runtime.block_on(check_with_timeout(
-        &target,
-        &documents,
-        args.redis.timeout(),
-    ));
-    match args.format {
-        ReportFormat::Text => print!("{}", render_text(&target, &report)),
-        ReportFormat::Json => println!("{}", render_json(&target, &report)),
+    let report = runtime.block_on(check_with_timeout(target, documents, timeout));
+    match format {
+        ReportFormat::Text => print!("{}", render_text(target, &report)),
+        ReportFormat::Json => println!("{}", render_json(target, &report)),
     }
     exit_code(&report)
 }
@@ -1348,55 +1314,6 @@ mod tests {
         assert_eq!(auth(&t("redis://u@h/0?key=f")).level, Level::Warn);
         assert_eq!(auth(&t("redis://:pw@h/0?key=f")).level, Level::Ok);
         assert_eq!(auth(&t("redis://u:pw@h/0?key=f")).level, Level::Ok);
-    }
-
-    fn args(extra: &[&str]) -> DoctorArgs {
-        use clap::Parser;
-        let argv = ["x", "doctor"].iter().chain(extra).copied();
-        match crate::config::Cli::try_parse_from(argv).unwrap().command {
-            Some(crate::config::Command::Doctor(a)) => a,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_target_takes_the_services_password_and_tls_options() {
-        let no_env = |_: &str| None;
-        let t = args(&["--redis-uri", "redis://h/0?key=f"])
-            .target(no_env)
-            .unwrap();
-        assert_eq!(t.password, None);
-        let env = |k: &str| (k == "REDIS_PASSWORD").then(|| "from-env".to_string());
-        let t = args(&["--redis-uri", "redis://u:uri@h/0?key=f"])
-            .target(env)
-            .unwrap();
-        assert_eq!(t.password.as_deref(), Some("from-env"));
-
-        let dir = std::env::temp_dir().join(format!("doctor-pw-{}", std::process::id()));
-        std::fs::write(&dir, "from-file\n").unwrap();
-        let file = dir.to_str().unwrap();
-        let a = args(&[
-            "--redis-uri",
-            "redis://h/0?key=f",
-            "--redis-password-file",
-            file,
-        ]);
-        assert_eq!(
-            a.target(no_env).unwrap().password.as_deref(),
-            Some("from-file")
-        );
-        assert!(matches!(a.target(env), Err(TargetError::TwoPasswords)));
-        std::fs::remove_file(&dir).unwrap();
-
-        let e = args(&["--redis-uri", "redis://h/0?key=f", "--redis-tls-insecure"])
-            .target(no_env)
-            .unwrap_err();
-        assert!(matches!(e, TargetError::TlsWithoutRediss), "{e}");
-        let t = args(&["--redis-uri", "rediss://h/0?key=f", "--redis-tls-insecure"])
-            .target(no_env)
-            .unwrap();
-        assert!(t.tls.insecure);
-        assert_eq!(tls(&t).level, Level::Warn);
     }
 
     #[test]

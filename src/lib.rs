@@ -7,7 +7,8 @@
 //! SHA-256) ──Document──▶ hub (latest snapshot + broadcast, encoded once) ──▶ grpc (streams)
 //! ```
 //! - [`redis`]: the bottom layer: Redis options, URI, target, connections, topology.
-//! - [`config`]: command line, environment.
+//! - [`cli`]: the command line (only the binary uses it); [`config`]: the service's
+//!   checked configuration.
 //! - [`source`]: the Redis session: notifications, polls, reconnects.
 //! - [`flags`]: documents, pure and synchronous.
 //! - [`hub`]: the current snapshot and its fan-out.
@@ -22,6 +23,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod flags;

@@ -2,7 +2,7 @@
 //! exit codes (64 for bad configuration, as sysexits' EX_USAGE; 1 for failures).
 
 use clap::Parser;
-use flagd_redis_sync::config::{Cli, Command};
+use flagd_redis_sync::cli::{Cli, Command};
 use flagd_redis_sync::{app, doctor, telemetry, tools, validate};
 use std::process::ExitCode;
 
@@ -25,11 +25,31 @@ fn main() -> ExitCode {
         }
     };
     match &cli.command {
-        Some(Command::Validate(args)) => return ExitCode::from(validate::run(args)),
-        Some(Command::Put(args)) => return tools::put::main(args),
-        Some(Command::Watch(args)) => return tools::watch::main(args),
-        Some(Command::Healthcheck(args)) => return tools::healthcheck::main(args),
-        Some(Command::Doctor(args)) => return ExitCode::from(doctor::run_cli(args)),
+        Some(Command::Validate(args)) => {
+            return ExitCode::from(validate::run(&args.files, &args.documents()))
+        }
+        Some(Command::Put(args)) => {
+            return match args.request(env) {
+                Ok(request) => tools::put::main(&request),
+                Err(e) => usage("put", &e),
+            }
+        }
+        Some(Command::Watch(args)) => return tools::watch::main(&args.options()),
+        Some(Command::Healthcheck(args)) => {
+            let within = std::time::Duration::from_secs(args.timeout);
+            return tools::healthcheck::main(args.port, args.url.as_deref(), within);
+        }
+        Some(Command::Doctor(args)) => {
+            return match args.target(env) {
+                Ok(target) => ExitCode::from(doctor::run_cli(
+                    &target,
+                    &args.documents(),
+                    args.redis.timeout(),
+                    args.format,
+                )),
+                Err(e) => usage("doctor", &e),
+            }
+        }
         None => {}
     }
     let cfg = match cli.serve.to_config() {
@@ -65,6 +85,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The environment variables read outside clap (`REDIS_PASSWORD`).
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A command line that cannot work: one line, exit 64.
+fn usage(tool: &str, e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("flagd-redis-sync {tool}: {e}");
+    ExitCode::from(EX_USAGE)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -4,7 +4,6 @@
 //! (each refusal is printed as `FILE: refused: REASON`, with a JSON pointer, or line and
 //! column for syntax errors); 2 at least one file could not be read (wins over 1).
 
-use crate::config::ValidateArgs;
 use crate::flags;
 use std::io::Read;
 
@@ -16,13 +15,9 @@ pub const REFUSED: u8 = 1;
 pub const UNREADABLE: u8 = 2;
 
 /// Prints one line per file; returns the exit code.
-pub fn run(args: &ValidateArgs) -> u8 {
-    let opts = flags::Options {
-        max_bytes: args.max_payload_bytes,
-        normalize: !args.no_normalize,
-    };
+pub fn run(files: &[std::path::PathBuf], opts: &flags::Options) -> u8 {
     let mut code = VALID;
-    for path in &args.files {
+    for path in files {
         let name = path.display().to_string();
         let bytes = if name == "-" {
             let mut b = Vec::new();
@@ -35,7 +30,7 @@ pub fn run(args: &ValidateArgs) -> u8 {
                 code = UNREADABLE;
                 eprintln!("{name}: cannot read: {e}");
             }
-            Ok(bytes) => match flags::parse(&bytes, &opts) {
+            Ok(bytes) => match flags::parse(&bytes, opts) {
                 Ok(doc) => println!(
                     "{name}: ok ({} flags, digest {})",
                     doc.flag_count,

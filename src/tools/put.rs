@@ -10,8 +10,7 @@
 
 use super::put_hash::{self, HashPutError};
 use crate::flags::{self, Digest};
-use crate::redis::{RedisArgs, RedisTarget, Storage};
-use clap::Args;
+use crate::redis::{RedisTarget, Storage};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,28 +21,19 @@ if cur ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1"#;
 
-#[derive(Debug, Clone, Args)]
-pub struct PutArgs {
-    #[command(flatten)]
-    pub redis: RedisArgs,
-
-    /// The flag document (`-` reads standard input).
+/// What to store where, checked by the command line.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The first key is the one written (its `type=` says how).
+    pub target: RedisTarget,
+    /// For connecting and for each reply.
+    pub timeout: std::time::Duration,
+    /// The flag document (`-`: standard input).
     pub file: PathBuf,
-
-    /// Store only if the key's current document has this digest (the full SHA-256 or a
-    /// prefix of at least 12 hex digits, as `/readyz`, `watch` and `put` print it), so two
-    /// people editing at once cannot overwrite each other. Needs EVAL.
-    #[arg(long, value_name = "SHA256")]
+    /// `--if-digest`: store only over a document with this digest (prefix).
     pub if_digest: Option<String>,
-
-    /// Judge the document as stored, without rewriting it into the map form (as the
-    /// service's --no-normalize).
-    #[arg(long)]
-    pub no_normalize: bool,
-
-    /// Refuse documents larger than this many bytes (as the service's option).
-    #[arg(long, default_value_t = flags::DEFAULT_MAX_PAYLOAD_BYTES)]
-    pub max_payload_bytes: usize,
+    /// How the document is judged (as the service's options).
+    pub documents: flags::Options,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +60,7 @@ impl PutError {
 }
 
 /// Runs `put`; prints the stored digest on success, one line on stderr otherwise.
-pub fn main(args: &PutArgs) -> ExitCode {
+pub fn main(args: &Request) -> ExitCode {
     super::block_on("put", async {
         match run(args).await {
             Ok(line) => {
@@ -85,12 +75,8 @@ pub fn main(args: &PutArgs) -> ExitCode {
     })
 }
 
-async fn run(args: &PutArgs) -> Result<String, PutError> {
-    let target = args
-        .redis
-        .target(|k| std::env::var(k).ok())
-        .and_then(RedisTarget::require_key)
-        .map_err(|e| PutError::Usage(e.to_string()))?;
+async fn run(args: &Request) -> Result<String, PutError> {
+    let target = &args.target;
     if let Some(want) = &args.if_digest {
         check_digest_arg(want).map_err(PutError::Usage)?;
     }
@@ -102,10 +88,7 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
         std::fs::read(&args.file)
     }
     .map_err(|e| PutError::Unreadable(format!("{name}: cannot read: {e}")))?;
-    let opts = flags::Options {
-        max_bytes: args.max_payload_bytes,
-        normalize: !args.no_normalize,
-    };
+    let opts = args.documents;
     // The same line `validate` prints for a refused document.
     let doc = flags::parse(&bytes, &opts)
         .map_err(|e| PutError::Refused(format!("{name}: refused: {e}")))?;
@@ -124,7 +107,7 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
     // As the service connects: the node that holds the key (Sentinel master, Cluster
     // slot owner), RESP3, the CA and client certificate files read now.
     let (mut con, _) =
-        crate::redis::topology::connect_to_key(&target, &target.key, args.redis.timeout(), None)
+        crate::redis::topology::connect_to_key(target, &target.key, args.timeout, None)
             .await
             .map_err(redis_err)?;
 
@@ -141,7 +124,7 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
             HashPutError::Redis(e) => redis_err(e),
             other => PutError::Refused(other.to_string()),
         })?;
-        return Ok(stored_line(&name, &target, &served, bytes.len()));
+        return Ok(stored_line(&name, target, &served, bytes.len()));
     }
     match &args.if_digest {
         None => {
@@ -186,7 +169,7 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
             }
         }
     }
-    Ok(stored_line(&name, &target, &served, bytes.len()))
+    Ok(stored_line(&name, target, &served, bytes.len()))
 }
 
 fn refused(name: &str, e: HashPutError) -> PutError {

@@ -4,7 +4,7 @@
 //! binary reads, selectors that match, a non-root read-only container.
 
 use clap::CommandFactory;
-use flagd_redis_sync::config::Cli;
+use flagd_redis_sync::cli::Cli;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
