@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::grpc::SyncService;
 use crate::hub::Hub;
-use crate::source::Watcher;
+use crate::source::{OnConnect, Watcher};
 use crate::status::Status;
 use crate::telemetry::Telemetry;
 use crate::wire::{server, string_struct, FILE_DESCRIPTOR_SET};
@@ -113,10 +113,24 @@ pub async fn run(
     }
     // One watcher (one Redis connection) for all sources; on a Cluster, one per hash slot
     // the keys use (keyspace events are node-local; hash-tag the keys to share one).
+    // Each watcher runs the doctor's checks on its connection after every connect.
+    let on_connect: OnConnect = {
+        let (documents, status, metrics) = (cfg.documents, status.clone(), metrics.clone());
+        Arc::new(move |con, target| {
+            crate::doctor::spawn_session_checks(con, target, documents, &status, &metrics)
+        })
+    };
     let watcher_tasks: Vec<_> = crate::source::groups(&cfg.redis)
         .into_iter()
         .map(|group| {
-            let watcher = Watcher::new(&cfg, group, hub.clone(), status.clone(), metrics.clone());
+            let watcher = Watcher::new(
+                &cfg,
+                group,
+                hub.clone(),
+                status.clone(),
+                metrics.clone(),
+                Some(on_connect.clone()),
+            );
             tokio::spawn(watcher.run(watcher_stop.clone()))
         })
         .collect();

@@ -37,7 +37,7 @@ struct Readiness {
     document: Option<DocumentInfo>,
     streams: i64,
     /// Production-readiness findings about Redis (see docs/doctor.md).
-    findings: Vec<crate::doctor::Finding>,
+    findings: Vec<crate::finding::Finding>,
 }
 
 #[derive(Serialize)]

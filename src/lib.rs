@@ -26,6 +26,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod finding;
 pub mod flags;
 pub mod grpc;
 pub mod http;

@@ -9,6 +9,7 @@
 //! - [`connect`]: connection settings and one connection with timeouts.
 //! - [`topology`]: the node to use (Sentinel master, Cluster slot owner), checks that it
 //!   still is, the key's hash slot.
+//! - [`keyspace`]: the `notify-keyspace-events` letters needed, merged into the current.
 //! - [`reply`]: reply values as text and numbers; the plain read of a key.
 //! - [`error`]: why a target cannot be built ([`TargetError`]).
 //!
@@ -18,6 +19,7 @@
 pub mod args;
 pub mod connect;
 pub mod error;
+pub mod keyspace;
 pub mod reply;
 pub mod target;
 pub mod topology;

@@ -67,3 +67,12 @@ pub fn hash_field_array(fields: &[(String, String)]) -> Vec<u8> {
         .collect();
     serde_json::to_vec(&flat).expect("strings always serialise")
 }
+
+/// The value out of a CONFIG GET reply (a map in RESP3, a pair list in RESP2).
+pub fn config_value(v: &Value) -> Option<String> {
+    match v {
+        Value::Map(pairs) => pairs.first().and_then(|(_, v)| as_string(v)),
+        Value::Array(items) if items.len() == 2 => as_string(&items[1]),
+        _ => None,
+    }
+}

@@ -23,8 +23,6 @@ mod notify;
 mod reader;
 
 pub use backoff::Backoff;
-/// Which `notify-keyspace-events` letters are missing (for the doctor).
-pub(crate) use notify::merged as notify_merged;
 
 use crate::config::{Config, OnMissingKey};
 use crate::flags::{self, DocumentError};
@@ -118,6 +116,15 @@ pub fn groups(target: &RedisTarget) -> Vec<Vec<usize>> {
     by_slot.into_values().collect()
 }
 
+/// Work started on each session's connection once it is subscribed (the doctor's
+/// production-readiness checks, handed in by `app.rs` so that this layer knows nothing
+/// of them); the returned handle ends it with the session.
+pub type OnConnect = Arc<
+    dyn Fn(&MultiplexedConnection, &RedisTarget) -> tokio_util::task::AbortOnDropHandle<()>
+        + Send
+        + Sync,
+>;
+
 /// Watches some source keys on one connection and publishes every valid change.
 pub struct Watcher {
     target: RedisTarget,
@@ -134,6 +141,8 @@ pub struct Watcher {
     config_warned: bool,
     /// Warn about refused CLIENT TRACKING only once per process.
     tracking_warned: bool,
+    /// Started on every connect (see [`OnConnect`]).
+    on_connect: Option<OnConnect>,
 }
 
 impl Watcher {
@@ -144,6 +153,7 @@ impl Watcher {
         hub: Arc<Hub>,
         status: Arc<Status>,
         metrics: Metrics,
+        on_connect: Option<OnConnect>,
     ) -> Self {
         let sources: Vec<Source> = indexes
             .into_iter()
@@ -169,6 +179,7 @@ impl Watcher {
             snapshot: cfg.snapshot_path.clone().map(crate::snapshot::spawn_writer),
             config_warned: false,
             tracking_warned: false,
+            on_connect,
         }
     }
 
@@ -232,9 +243,9 @@ impl Watcher {
         self.check_placement(&placement, &mut con, None).await?;
 
         let needed = if self.sources.iter().any(|s| s.spec.storage == Storage::Hash) {
-            notify::NEEDED_HASH
+            crate::redis::keyspace::NEEDED_HASH
         } else {
-            notify::NEEDED
+            crate::redis::keyspace::NEEDED
         };
         let mut trigger =
             notify::ensure(&mut con, &self.timing, needed, &mut self.config_warned).await;
@@ -262,14 +273,11 @@ impl Watcher {
         self.metrics.redis_up.record(1, &[]);
         info!(node = %node, channels = ?channels, trigger = ?trigger, "connected to redis and subscribed");
         backoff.reset();
-        // Production-readiness checks on this connection, in the background; they end with the session.
-        let _doctor = crate::doctor::spawn_session_checks(
-            &con,
-            &self.target,
-            self.documents,
-            &self.status,
-            &self.metrics,
-        );
+        // The connect hook (the doctor's checks), in the background; it ends with the session.
+        let _on_connect = self
+            .on_connect
+            .as_ref()
+            .map(|hook| hook(&con, &self.target));
 
         let mut readers: Vec<Reader> = self
             .sources
