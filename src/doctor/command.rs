@@ -8,9 +8,10 @@ use super::report::{exit_code, render_json, render_text, ReportFormat};
 use super::rights::{Can, Mode, Probes};
 use crate::finding::{Finding, Report};
 use crate::flags;
+use crate::redis::codes;
 use crate::redis::reply::query;
 use crate::redis::RedisTarget;
-use redis::ErrorKind;
+use redis::{ErrorKind, RedisError};
 use std::time::{Duration, Instant};
 
 /// Connects as the service does and runs every check. Never fails: a connection that
@@ -33,13 +34,11 @@ pub async fn check_with_timeout(
         Ok(Ok((con, _))) => con,
         Ok(Err(e)) => {
             let error = format!("{e}{}", target.connect_hint(&e, timeout));
-            return vec![connection_failed(target, &error)];
+            return vec![connection_failed(target, &error, Some(&e))];
         }
         Err(_) => {
-            return vec![connection_failed(
-                target,
-                &format!("no answer within {timeout:?}"),
-            )]
+            let error = format!("no answer within {timeout:?}");
+            return vec![connection_failed(target, &error, None)];
         }
     };
     let mut report = vec![Finding::ok(
@@ -83,15 +82,16 @@ pub async fn check_with_timeout(
     report
 }
 
-pub(super) fn connection_failed(target: &RedisTarget, error: &str) -> Finding {
-    let lower = error.to_lowercase();
-    let fix = if lower.contains("hello") || lower.contains("resp3") {
+/// The `connection` finding for a connect that failed with `cause` (None: timed out);
+/// the fix follows the error's kind.
+pub(super) fn connection_failed(
+    target: &RedisTarget,
+    error: &str,
+    cause: Option<&RedisError>,
+) -> Finding {
+    let fix = if cause.is_some_and(codes::is_resp3_unsupported) {
         "the service needs Redis 6.0+ (RESP3): upgrade Redis".to_string()
-    } else if lower.contains("wrongpass")
-        || lower.contains("auth")
-        || lower.contains("password")
-        || lower.contains("noperm")
-    {
+    } else if cause.is_some_and(codes::is_auth_failure) {
         "check the user name and password in --redis-uri (redis://USER:PASSWORD@host:port/db?key=NAME)"
             .to_string()
     } else {

@@ -2,7 +2,7 @@
 
 use crate::redis::reply::{config_value, query};
 use redis::aio::MultiplexedConnection;
-use redis::{ErrorKind, RedisError, ServerErrorKind};
+use redis::RedisError;
 
 /// One CONFIG GET value, or why it could not be read.
 pub(super) async fn config_get(
@@ -16,7 +16,7 @@ pub(super) async fn config_get(
 }
 
 pub(super) fn is_noperm(e: &RedisError) -> bool {
-    e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) || e.to_string().contains("NOPERM")
+    crate::redis::codes::is_no_perm(e)
 }
 
 /// The error as one line.

@@ -60,7 +60,7 @@ pub(super) fn key_exists(target: &RedisTarget, key: &KeyFacts) -> Finding {
         Err(type_error) => match &key.value {
             Ok(Some(_)) => Finding::ok(C, format!("{k} exists and holds a string")),
             Ok(None) => missing(),
-            Err(e) if e.to_string().contains("WRONGTYPE") => wrong("value of another type"),
+            Err(e) if crate::redis::codes::is_wrong_type(e) => wrong("value of another type"),
             Err(e) => Finding::skipped(
                 C,
                 format!("TYPE: {}; GET: {}", reason(type_error), reason(e)),

@@ -4,6 +4,7 @@
 use super::helpers::{is_noperm, reason};
 use super::key::KeyFacts;
 use crate::finding::Finding;
+use crate::redis::codes::is_generic_error;
 use crate::redis::reply::{as_text as text, query};
 use crate::redis::RedisTarget;
 use redis::aio::MultiplexedConnection;
@@ -42,7 +43,7 @@ pub(super) fn rights_get(target: &RedisTarget, user: &str, key: &KeyFacts) -> Fi
     const C: &str = "rights_get";
     match &key.value {
         Ok(_) => Finding::ok(C, format!("user {user} may GET {}", target.key)),
-        Err(e) if e.to_string().contains("WRONGTYPE") => Finding::ok(
+        Err(e) if crate::redis::codes::is_wrong_type(e) => Finding::ok(
             C,
             format!(
                 "user {user} may GET {} (it is not a string: see key)",
@@ -97,12 +98,20 @@ pub(super) async fn dryrun(con: &mut MultiplexedConnection, user: &str, command:
             Some(t) => Can::No(t),
             None => Can::Unknown(format!("unexpected ACL DRYRUN reply {v:?}")),
         },
-        Err(e) if e.to_string().contains("not found") && !e.to_string().contains("User") => {
-            Can::No(format!(
-                "{} is not available (renamed or disabled)",
-                command[0]
-            ))
-        }
+        // ERR is what DRYRUN answers for an unknown user and for an unknown command
+        // alike; COMMAND INFO tells the two apart (an unknown command has no entry).
+        Err(e) if is_generic_error(&e) && !command_exists(con, command[0]).await => Can::No(
+            format!("{} is not available (renamed or disabled)", command[0]),
+        ),
         Err(e) => Can::Unknown(format!("ACL DRYRUN: {}", reason(&e))),
+    }
+}
+
+/// Whether the server knows `name` (`COMMAND INFO` answers nil for an unknown or
+/// renamed-away command). When COMMAND itself is refused, assume it exists.
+async fn command_exists(con: &mut MultiplexedConnection, name: &str) -> bool {
+    match query(con, &["COMMAND", "INFO", name]).await {
+        Ok(Value::Array(entries)) => !matches!(entries.as_slice(), [Value::Nil]),
+        _ => true,
     }
 }

@@ -11,12 +11,14 @@
 //!   still is, the key's hash slot.
 //! - [`keyspace`]: the `notify-keyspace-events` letters needed, merged into the current.
 //! - [`reply`]: reply values as text and numbers; the plain read of a key.
+//! - [`codes`]: what kind of failure a Redis error is (by kind and code, never text).
 //! - [`error`]: why a target cannot be built ([`TargetError`]).
 //!
 //! Named `redis` for what it is; inside this crate the redis-rs crate is still `redis`
 //! (a path from a submodule) and this layer is `crate::redis`.
 
 pub mod args;
+pub mod codes;
 pub mod connect;
 pub mod error;
 pub mod keyspace;

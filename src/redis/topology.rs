@@ -329,21 +329,7 @@ fn role_name(v: &Value) -> Option<String> {
     }
 }
 
-/// Whether a command error means "this key lives elsewhere now" (Cluster redirections,
-/// a read-only replica, a cluster that lost its slots): re-resolve and reconnect.
-pub fn is_redirect(e: &RedisError) -> bool {
-    let text = e.to_string();
-    [
-        "MOVED",
-        "ASK",
-        "TRYAGAIN",
-        "CLUSTERDOWN",
-        "READONLY",
-        "MASTERDOWN",
-    ]
-    .iter()
-    .any(|code| e.code() == Some(code) || text.starts_with(code))
-}
+pub use super::codes::is_redirect;
 
 #[cfg(test)]
 mod tests {

@@ -408,7 +408,7 @@ impl Watcher {
                     )))
                 }
                 Err(e) => {
-                    self.read_failed(i, e.to_string());
+                    self.read_failed(i, &e);
                     continue;
                 }
             };
@@ -447,10 +447,11 @@ impl Watcher {
         Ok(())
     }
 
-    fn read_failed(&mut self, i: usize, reason: String) {
+    fn read_failed(&mut self, i: usize, e: &redis::RedisError) {
+        let reason = e.to_string();
         let source = &self.sources[i].spec;
         if self.status.source(&source.name) != KeyState::Refused(reason.clone()) {
-            let hint = if reason.contains("WRONGTYPE") {
+            let hint = if crate::redis::codes::is_wrong_type(e) {
                 match source.storage {
                     Storage::String => {
                         " (the key is not a string: for a hash of flags use type=hash)"

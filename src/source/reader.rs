@@ -5,6 +5,7 @@
 //! A hash-stored source (`type=hash`) is read with HGETALL the same way; its value is the
 //! field list as a JSON array (`cjson.encode` in the script), for `flags::parse_hash`.
 
+use crate::redis::codes;
 use crate::redis::reply::read_plain;
 use crate::redis::Storage;
 use redis::aio::MultiplexedConnection;
@@ -147,11 +148,7 @@ fn unexpected() -> redis::RedisError {
 
 /// Errors that mean "scripts are not available here" (NOPERM, unknown EVALSHA_RO on
 /// Redis < 7, scripting disabled), not "the connection is broken" or "wrong type".
+/// A wrong type is `WRONGTYPE`, not `ERR`, so it is not mistaken for a refusal.
 fn is_script_refusal(e: &redis::RedisError) -> bool {
-    use redis::{ErrorKind, ServerErrorKind};
-    match e.kind() {
-        ErrorKind::Server(ServerErrorKind::NoPerm) => true,
-        ErrorKind::Server(ServerErrorKind::ResponseError) => !e.to_string().contains("WRONGTYPE"),
-        _ => false,
-    }
+    codes::is_no_perm(e) || codes::is_generic_error(e)
 }

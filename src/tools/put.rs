@@ -8,7 +8,7 @@
 //! 2 the file cannot be read; 3 Redis failed (unreachable, authentication, NOPERM);
 //! 64 bad command line (`--redis-uri`).
 
-use super::put_hash::{self, HashPutError};
+use super::put_hash::{self, StoreError};
 use crate::flags::{self, Digest};
 use crate::redis::{RedisTarget, Storage};
 use std::io::Read;
@@ -36,25 +36,42 @@ pub struct Request {
     pub documents: flags::Options,
 }
 
+/// Why `put` stored nothing; the variant decides the exit code.
 #[derive(Debug, thiserror::Error)]
 enum PutError {
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    Unreadable(String),
-    #[error("{0}")]
-    Redis(String),
-    #[error("{0}")]
-    Usage(String),
+    #[error("--if-digest: expected 12 to 64 hex digits of a SHA-256 digest, got {0:?}")]
+    BadDigest(String),
+    #[error("{name}: cannot read: {source}")]
+    Unreadable {
+        name: String,
+        source: std::io::Error,
+    },
+    /// The same line `validate` prints for a refused document.
+    #[error("{name}: refused: {source}")]
+    Invalid {
+        name: String,
+        source: flags::DocumentError,
+    },
+    /// Valid, but not storable as the key's type asks (`type=hash`).
+    #[error("{name}: refused: {source}")]
+    Unstorable { name: String, source: StoreError },
+    /// The key is not as expected (type, `--if-digest`, changed meanwhile).
+    #[error(transparent)]
+    Conflict(StoreError),
+    #[error("redis {target}: {source}")]
+    Redis {
+        target: String,
+        source: redis::RedisError,
+    },
 }
 
 impl PutError {
     fn code(&self) -> u8 {
         match self {
-            PutError::Refused(_) => 1,
-            PutError::Unreadable(_) => 2,
-            PutError::Redis(_) => 3,
-            PutError::Usage(_) => super::EX_USAGE,
+            PutError::Invalid { .. } | PutError::Unstorable { .. } | PutError::Conflict(_) => 1,
+            PutError::Unreadable { .. } => 2,
+            PutError::Redis { .. } => 3,
+            PutError::BadDigest(_) => super::EX_USAGE,
         }
     }
 }
@@ -78,7 +95,9 @@ pub fn main(args: &Request) -> ExitCode {
 async fn run(args: &Request) -> Result<String, PutError> {
     let target = &args.target;
     if let Some(want) = &args.if_digest {
-        check_digest_arg(want).map_err(PutError::Usage)?;
+        if !is_digest_arg(want) {
+            return Err(PutError::BadDigest(want.clone()));
+        }
     }
     let name = args.file.display().to_string();
     let bytes = if name == "-" {
@@ -87,11 +106,15 @@ async fn run(args: &Request) -> Result<String, PutError> {
     } else {
         std::fs::read(&args.file)
     }
-    .map_err(|e| PutError::Unreadable(format!("{name}: cannot read: {e}")))?;
+    .map_err(|source| PutError::Unreadable {
+        name: name.clone(),
+        source,
+    })?;
     let opts = args.documents;
-    // The same line `validate` prints for a refused document.
-    let doc = flags::parse(&bytes, &opts)
-        .map_err(|e| PutError::Refused(format!("{name}: refused: {e}")))?;
+    let doc = flags::parse(&bytes, &opts).map_err(|source| PutError::Invalid {
+        name: name.clone(),
+        source,
+    })?;
 
     // What is stored, and the document the service will serve from it.
     let hash_fields = match target.storage_of_first() {
@@ -103,7 +126,14 @@ async fn run(args: &Request) -> Result<String, PutError> {
         Some(fields) => put_hash::served(fields, &opts).map_err(|e| refused(&name, e))?,
     };
 
-    let redis_err = |e: redis::RedisError| PutError::Redis(format!("redis {target}: {e}"));
+    let redis_err = |source: redis::RedisError| PutError::Redis {
+        target: target.to_string(),
+        source,
+    };
+    let store_err = |e: StoreError| match e {
+        StoreError::Redis(source) => redis_err(source),
+        other => PutError::Conflict(other),
+    };
     // As the service connects: the node that holds the key (Sentinel master, Cluster
     // slot owner), RESP3, the CA and client certificate files read now.
     let (mut con, _) =
@@ -120,10 +150,7 @@ async fn run(args: &Request) -> Result<String, PutError> {
             &opts,
         )
         .await
-        .map_err(|e| match e {
-            HashPutError::Redis(e) => redis_err(e),
-            other => PutError::Refused(other.to_string()),
-        })?;
+        .map_err(store_err)?;
         return Ok(stored_line(&name, target, &served, bytes.len()));
     }
     match &args.if_digest {
@@ -141,18 +168,16 @@ async fn run(args: &Request) -> Result<String, PutError> {
                 .query_async(&mut con)
                 .await
                 .map_err(redis_err)?;
-            let current = current.ok_or_else(|| {
-                PutError::Refused(format!(
-                    "key {:?} does not exist, so its digest cannot be {want}; not stored",
-                    target.key
-                ))
-            })?;
+            let current = current
+                .ok_or_else(|| StoreError::Missing(target.key.clone(), want.clone()))
+                .map_err(store_err)?;
             let have = digest_of_stored(&current, &opts);
             if !matches_digest(&have, want) {
-                return Err(PutError::Refused(format!(
-                    "key {:?} holds digest {have}, not {want}: someone changed it; not stored",
-                    target.key
-                )));
+                return Err(store_err(StoreError::DigestMismatch {
+                    key: target.key.clone(),
+                    have,
+                    want: want.clone(),
+                }));
             }
             let stored: i64 = redis::Script::new(CAS_SCRIPT)
                 .key(&target.key)
@@ -162,18 +187,18 @@ async fn run(args: &Request) -> Result<String, PutError> {
                 .await
                 .map_err(redis_err)?;
             if stored != 1 {
-                return Err(PutError::Refused(format!(
-                    "key {:?} changed while storing; not stored (read it again)",
-                    target.key
-                )));
+                return Err(store_err(StoreError::Changed(target.key.clone())));
             }
         }
     }
     Ok(stored_line(&name, target, &served, bytes.len()))
 }
 
-fn refused(name: &str, e: HashPutError) -> PutError {
-    PutError::Refused(format!("{name}: refused: {e}"))
+fn refused(name: &str, source: StoreError) -> PutError {
+    PutError::Unstorable {
+        name: name.to_string(),
+        source,
+    }
 }
 
 /// The success line: where, how many flags, the digest clients will get.
@@ -193,15 +218,8 @@ fn digest_of_stored(current: &[u8], opts: &flags::Options) -> String {
     }
 }
 
-fn check_digest_arg(want: &str) -> Result<(), String> {
-    let hex = want.len() >= 12 && want.len() <= 64 && want.bytes().all(|b| b.is_ascii_hexdigit());
-    if hex {
-        Ok(())
-    } else {
-        Err(format!(
-            "--if-digest: expected 12 to 64 hex digits of a SHA-256 digest, got {want:?}"
-        ))
-    }
+fn is_digest_arg(want: &str) -> bool {
+    want.len() >= 12 && want.len() <= 64 && want.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub(super) fn matches_digest(have: &str, want: &str) -> bool {
@@ -214,11 +232,11 @@ mod tests {
 
     #[test]
     fn digest_arguments() {
-        assert!(check_digest_arg("0123456789ab").is_ok());
-        assert!(check_digest_arg(&"a".repeat(64)).is_ok());
-        assert!(check_digest_arg("0123456789a").is_err());
-        assert!(check_digest_arg("0123456789ag").is_err());
-        assert!(check_digest_arg(&"a".repeat(65)).is_err());
+        assert!(is_digest_arg("0123456789ab"));
+        assert!(is_digest_arg(&"a".repeat(64)));
+        assert!(!is_digest_arg("0123456789a"));
+        assert!(!is_digest_arg("0123456789ag"));
+        assert!(!is_digest_arg(&"a".repeat(65)));
         assert!(matches_digest("abcdef0123456789", "ABCDEF012345"));
         assert!(!matches_digest("abcdef0123456789", "abcdef012346"));
     }

@@ -17,9 +17,9 @@ use serde_json::Value as Json;
 /// in between): the last writer wins, as with SET, but never a mix of two documents.
 const ATTEMPTS: usize = 3;
 
-/// Why a document cannot be stored as a hash.
+/// Why a document cannot be stored (as a hash, or over a `--if-digest`).
 #[derive(Debug, thiserror::Error)]
-pub enum HashPutError {
+pub enum StoreError {
     /// The document has something a hash of flag fields cannot hold.
     #[error("type=hash stores one field per flag: {0}")]
     Unrepresentable(String),
@@ -42,8 +42,8 @@ pub enum HashPutError {
 
 /// The hash fields for a validated document: `(field, JSON)` per flag, then
 /// `$evaluators` and `$metadata` when present. `$schema` (an editor's hint) is dropped.
-pub fn fields(doc: &Document) -> Result<Vec<(String, String)>, HashPutError> {
-    let bad = |m: String| HashPutError::Unrepresentable(m);
+pub fn fields(doc: &Document) -> Result<Vec<(String, String)>, StoreError> {
+    let bad = |m: String| StoreError::Unrepresentable(m);
     let Json::Object(top) = &doc.value else {
         return Err(bad("the document is not a JSON object".into()));
     };
@@ -82,12 +82,9 @@ pub fn fields(doc: &Document) -> Result<Vec<(String, String)>, HashPutError> {
 
 /// The document the service will assemble from these fields (so the digest `put` prints
 /// is the one clients get).
-pub fn served(
-    fields: &[(String, String)],
-    opts: &flags::Options,
-) -> Result<Document, HashPutError> {
+pub fn served(fields: &[(String, String)], opts: &flags::Options) -> Result<Document, StoreError> {
     flags::parse_hash(&hash_field_array(fields), opts)
-        .map_err(|e| HashPutError::Unrepresentable(format!("the hash would be refused: {e}")))
+        .map_err(|e| StoreError::Unrepresentable(format!("the hash would be refused: {e}")))
 }
 
 /// Writes `fields` as the whole hash at `key`, atomically; with `if_digest`, only if the
@@ -98,7 +95,7 @@ pub async fn store(
     fields: &[(String, String)],
     if_digest: Option<&str>,
     opts: &flags::Options,
-) -> Result<(), HashPutError> {
+) -> Result<(), StoreError> {
     for _ in 0..ATTEMPTS {
         redis::cmd("WATCH").arg(key).exec_async(con).await?;
         let checked = check_current(con, key, if_digest, opts).await;
@@ -132,7 +129,7 @@ pub async fn store(
             break;
         }
     }
-    Err(HashPutError::Changed(key.to_string()))
+    Err(StoreError::Changed(key.to_string()))
 }
 
 /// The key's current fields, after checking its type and, with `if_digest`, its digest.
@@ -141,10 +138,10 @@ async fn check_current(
     key: &str,
     if_digest: Option<&str>,
     opts: &flags::Options,
-) -> Result<Vec<(String, String)>, HashPutError> {
+) -> Result<Vec<(String, String)>, StoreError> {
     let found: String = redis::cmd("TYPE").arg(key).query_async(con).await?;
     if found != "hash" && found != "none" {
-        return Err(HashPutError::WrongType {
+        return Err(StoreError::WrongType {
             key: key.to_string(),
             found,
         });
@@ -152,7 +149,7 @@ async fn check_current(
     let current: Vec<(String, String)> = redis::cmd("HGETALL").arg(key).query_async(con).await?;
     if let Some(want) = if_digest {
         if current.is_empty() {
-            return Err(HashPutError::Missing(key.to_string(), want.to_string()));
+            return Err(StoreError::Missing(key.to_string(), want.to_string()));
         }
         let raw = hash_field_array(&current);
         let have = match flags::parse_hash(&raw, opts) {
@@ -160,7 +157,7 @@ async fn check_current(
             Err(_) => Digest::of(&raw).to_string(),
         };
         if !super::put::matches_digest(&have, want) {
-            return Err(HashPutError::DigestMismatch {
+            return Err(StoreError::DigestMismatch {
                 key: key.to_string(),
                 have,
                 want: want.to_string(),
@@ -203,7 +200,7 @@ mod tests {
         let empty = flags::parse(br#"{"flags":{}}"#, &opts).unwrap();
         assert!(matches!(
             fields(&empty),
-            Err(HashPutError::Unrepresentable(_))
+            Err(StoreError::Unrepresentable(_))
         ));
     }
 }
