@@ -181,8 +181,8 @@ pub async fn run(
         b.add_service(health_service.clone())
             .add_service(InterceptedService::new(reflection.clone(), auth.clone()))
             .add_service(InterceptedService::new(
-                // SyncFlags without a per-stream copy of the document (src/zerocopy.rs).
-                crate::zerocopy::FlagdSync::new(svc.clone(), MAX_REQUEST_BYTES),
+                // SyncFlags without a per-stream copy of the document (src/grpc/frames.rs).
+                crate::grpc::frames::FlagdSync::new(svc.clone(), MAX_REQUEST_BYTES),
                 auth.clone(),
             ))
             .add_service(InterceptedService::new(

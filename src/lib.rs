@@ -42,4 +42,3 @@ pub mod tls;
 pub mod tools;
 pub mod validate;
 pub mod wire;
-pub mod zerocopy;
