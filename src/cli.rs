@@ -282,8 +282,13 @@ pub struct PutArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
 
-    /// The flag document (`-` reads standard input).
-    pub file: PathBuf,
+    /// The flag document (`-` reads standard input); not with --restore.
+    #[arg(required_unless_present = "restore")]
+    pub file: Option<PathBuf>,
+
+    /// `--wait`, `--service`, `--wait-timeout`, `--restore`.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 
     /// Store only if the key's current document has this digest (the full SHA-256 or a
     /// prefix of at least 12 hex digits, as `/readyz`, `watch` and `put` print it), so two
@@ -313,6 +318,10 @@ impl PutArgs {
             timeout: self.redis.timeout(),
             file: self.file.clone(),
             if_digest: self.if_digest.clone(),
+            services: self.fleet.services.clone(),
+            wait: self.fleet.wait,
+            wait_timeout: Duration::from_secs(self.fleet.wait_timeout),
+            restore: self.fleet.restore.clone(),
             documents: Options {
                 max_bytes: self.max_payload_bytes,
                 normalize: !self.no_normalize,
@@ -321,11 +330,50 @@ impl PutArgs {
     }
 }
 
+/// The fleet options of `put`.
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    /// After storing, wait until every --service serves the new document and has handed
+    /// it to all of its streams; exit 4 listing the streams still behind after
+    /// --wait-timeout.
+    #[arg(long, requires = "services")]
+    pub wait: bool,
+
+    /// A service's management port, http://HOST:PORT (repeatable). A host name that
+    /// resolves to several addresses (a Kubernetes headless service) means each address.
+    #[arg(long = "service", value_name = "URL")]
+    pub services: Vec<String>,
+
+    /// Seconds --wait waits.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub wait_timeout: u64,
+
+    /// Put back a document the service remembers (GET /changes lists them): fetched from
+    /// the first --service, validated again, stored only if the key still holds what the
+    /// service serves (or --if-digest).
+    #[arg(
+        long,
+        value_name = "DIGEST",
+        requires = "services",
+        conflicts_with = "file"
+    )]
+    pub restore: Option<String>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
     /// The sync server: HOST:PORT (e.g. localhost:8016), http://HOST:PORT, or
-    /// https://HOST:PORT for TLS (with --ca-path).
-    pub target: String,
+    /// https://HOST:PORT for TLS (with --ca-path). Not with --fleet.
+    #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
+    pub target: Option<String>,
+
+    /// Instead of a stream: print each service's fleet view (GET /fleet: digest, streams
+    /// current / behind / stalled, and the streams not current) every second. A
+    /// management-port URL, http://HOST:PORT (repeatable; a host name with several
+    /// addresses means each). Ends after --count rounds.
+    #[arg(long, value_name = "URL")]
+    pub fleet: Vec<String>,
 
     /// PEM CA certificate(s) to verify the server's certificate with; turns TLS on.
     #[arg(long, value_name = "FILE")]
@@ -369,7 +417,8 @@ pub struct WatchArgs {
 impl WatchArgs {
     pub fn options(&self) -> watch::Options {
         watch::Options {
-            target: self.target.clone(),
+            target: self.target.clone().unwrap_or_default(),
+            fleet: self.fleet.clone(),
             ca_path: self.ca_path.clone(),
             tls_server_name: self.tls_server_name.clone(),
             token_file: self.token_file.clone(),

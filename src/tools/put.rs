@@ -6,14 +6,19 @@
 //!
 //! Exit codes: 0 stored; 1 refused (invalid document, or `--if-digest` did not match);
 //! 2 the file cannot be read; 3 Redis failed (unreachable, authentication, NOPERM);
-//! 64 bad command line (`--redis-uri`).
+//! 4 stored, but `--wait` saw streams still behind at `--wait-timeout`; 5 a service's
+//! management port failed (`--restore`); 64 bad command line (`--redis-uri`, `--service`).
 
+use super::fleet_client::FleetClient;
+use super::fleet_client::FleetClientError;
 use super::put_hash::{self, StoreError};
+use super::wait::WaitError;
 use crate::flags::{self, Digest};
 use crate::redis::{RedisTarget, Storage};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Sets the key only if it still holds exactly the bytes read before (compare-and-set).
 const CAS_SCRIPT: &str = r#"local cur = redis.call('GET', KEYS[1])
@@ -27,11 +32,19 @@ pub struct Request {
     /// The first key is the one written (its `type=` says how).
     pub target: RedisTarget,
     /// For connecting and for each reply.
-    pub timeout: std::time::Duration,
-    /// The flag document (`-`: standard input).
-    pub file: PathBuf,
+    pub timeout: Duration,
+    /// The flag document (`-`: standard input); None with `restore`.
+    pub file: Option<PathBuf>,
     /// `--if-digest`: store only over a document with this digest (prefix).
     pub if_digest: Option<String>,
+    /// `--service`: management ports to wait on or restore from.
+    pub services: Vec<String>,
+    /// `--wait`: after storing, until every service's clients have it.
+    pub wait: bool,
+    /// `--wait-timeout`.
+    pub wait_timeout: Duration,
+    /// `--restore DIGEST`: store the document a service remembers instead of a file.
+    pub restore: Option<String>,
     /// How the document is judged (as the service's options).
     pub documents: flags::Options,
 }
@@ -41,6 +54,8 @@ pub struct Request {
 enum PutError {
     #[error("--if-digest: expected 12 to 64 hex digits of a SHA-256 digest, got {0:?}")]
     BadDigest(String),
+    #[error("give a FILE or --restore DIGEST")]
+    NoDocument,
     #[error("{name}: cannot read: {source}")]
     Unreadable {
         name: String,
@@ -63,6 +78,15 @@ enum PutError {
         target: String,
         source: redis::RedisError,
     },
+    /// A `--service` that cannot be used (resolved before anything is stored).
+    #[error(transparent)]
+    BadService(WaitError),
+    /// Stored, but not every client had it within --wait-timeout.
+    #[error("{stored}\nbut {source}")]
+    NotConverged { stored: String, source: WaitError },
+    /// A service's management port failed (fetching the document to restore).
+    #[error("cannot fetch the document to restore: {0}")]
+    Service(#[source] FleetClientError),
 }
 
 impl PutError {
@@ -71,7 +95,11 @@ impl PutError {
             PutError::Invalid { .. } | PutError::Unstorable { .. } | PutError::Conflict(_) => 1,
             PutError::Unreadable { .. } => 2,
             PutError::Redis { .. } => 3,
-            PutError::BadDigest(_) => super::EX_USAGE,
+            PutError::BadDigest(_) | PutError::NoDocument | PutError::BadService(_) => {
+                super::EX_USAGE
+            }
+            PutError::NotConverged { .. } => 4,
+            PutError::Service(_) => 5,
         }
     }
 }
@@ -94,22 +122,33 @@ pub fn main(args: &Request) -> ExitCode {
 
 async fn run(args: &Request) -> Result<String, PutError> {
     let target = &args.target;
-    if let Some(want) = &args.if_digest {
+    if let Some(want) = args.if_digest.iter().chain(&args.restore).next() {
         if !is_digest_arg(want) {
             return Err(PutError::BadDigest(want.clone()));
         }
     }
-    let name = args.file.display().to_string();
-    let bytes = if name == "-" {
-        let mut b = Vec::new();
-        std::io::stdin().read_to_end(&mut b).map(|_| b)
-    } else {
-        std::fs::read(&args.file)
-    }
-    .map_err(|source| PutError::Unreadable {
-        name: name.clone(),
-        source,
-    })?;
+    // Every --service is checked (and resolved) before anything is stored.
+    let services = super::wait::resolve(&args.services)
+        .await
+        .map_err(PutError::BadService)?;
+    let fleet = FleetClient::default();
+    let (name, bytes, if_digest) = match (&args.restore, &args.file) {
+        (Some(digest), _) => {
+            let r = super::restore::fetch(&fleet, &services[0], digest)
+                .await
+                .map_err(PutError::Service)?;
+            (r.name, r.bytes, args.if_digest.clone().or(r.expected))
+        }
+        (None, Some(file)) => {
+            let name = file.display().to_string();
+            let bytes = read_file(file).map_err(|source| PutError::Unreadable {
+                name: name.clone(),
+                source,
+            })?;
+            (name, bytes, args.if_digest.clone())
+        }
+        (None, None) => return Err(PutError::NoDocument),
+    };
     let opts = args.documents;
     let doc = flags::parse(&bytes, &opts).map_err(|source| PutError::Invalid {
         name: name.clone(),
@@ -142,56 +181,81 @@ async fn run(args: &Request) -> Result<String, PutError> {
             .map_err(redis_err)?;
 
     if let Some(fields) = &hash_fields {
-        put_hash::store(
-            &mut con,
-            &target.key,
-            fields,
-            args.if_digest.as_deref(),
-            &opts,
-        )
-        .await
-        .map_err(store_err)?;
-        return Ok(stored_line(&name, target, &served, bytes.len()));
+        put_hash::store(&mut con, &target.key, fields, if_digest.as_deref(), &opts)
+            .await
+            .map_err(store_err)?;
+    } else {
+        store_string(&mut con, target, &bytes, if_digest.as_deref(), &opts)
+            .await
+            .map_err(store_err)?;
     }
-    match &args.if_digest {
+    let stored = stored_line(&name, target, &served, bytes.len());
+    if !args.wait {
+        return Ok(stored);
+    }
+    let digest = served.digest.to_string();
+    match super::wait::wait(&fleet, &services, &digest, args.wait_timeout).await {
+        Ok(c) => Ok(format!(
+            "{stored}\nevery client has it: {} streams on {} services in {:.3}s",
+            c.streams,
+            c.services,
+            c.elapsed.as_secs_f64()
+        )),
+        Err(source) => Err(PutError::NotConverged { stored, source }),
+    }
+}
+
+/// Stores a string document: one SET, or with `if_digest` a compare-and-set.
+async fn store_string(
+    con: &mut redis::aio::MultiplexedConnection,
+    target: &RedisTarget,
+    bytes: &[u8],
+    if_digest: Option<&str>,
+    opts: &flags::Options,
+) -> Result<(), StoreError> {
+    match if_digest {
         None => {
             redis::cmd("SET")
                 .arg(&target.key)
-                .arg(&bytes)
-                .query_async::<()>(&mut con)
-                .await
-                .map_err(redis_err)?;
+                .arg(bytes)
+                .exec_async(con)
+                .await?;
         }
         Some(want) => {
-            let current: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(&target.key)
-                .query_async(&mut con)
-                .await
-                .map_err(redis_err)?;
-            let current = current
-                .ok_or_else(|| StoreError::Missing(target.key.clone(), want.clone()))
-                .map_err(store_err)?;
-            let have = digest_of_stored(&current, &opts);
+            let current: Option<Vec<u8>> =
+                redis::cmd("GET").arg(&target.key).query_async(con).await?;
+            let current =
+                current.ok_or_else(|| StoreError::Missing(target.key.clone(), want.into()))?;
+            let have = digest_of_stored(&current, opts);
             if !matches_digest(&have, want) {
-                return Err(store_err(StoreError::DigestMismatch {
+                return Err(StoreError::DigestMismatch {
                     key: target.key.clone(),
                     have,
-                    want: want.clone(),
-                }));
+                    want: want.into(),
+                });
             }
             let stored: i64 = redis::Script::new(CAS_SCRIPT)
                 .key(&target.key)
                 .arg(&current)
-                .arg(&bytes)
-                .invoke_async(&mut con)
-                .await
-                .map_err(redis_err)?;
+                .arg(bytes)
+                .invoke_async(con)
+                .await?;
             if stored != 1 {
-                return Err(store_err(StoreError::Changed(target.key.clone())));
+                return Err(StoreError::Changed(target.key.clone()));
             }
         }
     }
-    Ok(stored_line(&name, target, &served, bytes.len()))
+    Ok(())
+}
+
+/// The file's bytes (`-`: standard input).
+fn read_file(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    if file == std::path::Path::new("-") {
+        let mut b = Vec::new();
+        std::io::stdin().read_to_end(&mut b).map(|_| b)
+    } else {
+        std::fs::read(file)
+    }
 }
 
 fn refused(name: &str, source: StoreError) -> PutError {

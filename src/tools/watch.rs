@@ -18,8 +18,10 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 /// What to follow and how to print it, checked by the command line.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// HOST:PORT, http://HOST:PORT or https://HOST:PORT.
+    /// HOST:PORT, http://HOST:PORT or https://HOST:PORT (empty with `fleet`).
     pub target: String,
+    /// `--fleet`: management ports whose fleet view to print instead of a stream.
+    pub fleet: Vec<String>,
     /// CA to verify the server with (TLS on).
     pub ca_path: Option<std::path::PathBuf>,
     /// Name to verify the server's certificate against.
@@ -120,6 +122,12 @@ pub fn endpoint_uri(target: &str, tls: bool) -> Result<String, String> {
 }
 
 pub fn main(args: &Options) -> ExitCode {
+    if !args.fleet.is_empty() {
+        return super::block_on(
+            "watch",
+            super::fleet_watch::run(&args.fleet, args.json, args.count),
+        );
+    }
     super::block_on("watch", run(args))
 }
 
