@@ -23,6 +23,9 @@
 //! - [`doctor`]: production-readiness checks of the Redis (subcommand and at each connect).
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod layering;
+
 pub mod app;
 pub mod auth;
 pub mod changes;

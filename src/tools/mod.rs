@@ -7,8 +7,8 @@ pub mod fleet_client;
 pub mod fleet_watch;
 pub mod healthcheck;
 pub mod put;
-mod put_hash;
 pub mod restore;
+mod store;
 pub mod wait;
 pub mod watch;
 

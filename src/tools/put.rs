@@ -11,22 +11,15 @@
 
 use super::fleet_client::FleetClient;
 use super::fleet_client::FleetClientError;
-use super::put_hash::{self, StoreError};
+use super::store::{self, StoreError};
 use super::wait::WaitError;
-use crate::flags::{self, Digest};
+use crate::flags;
 use crate::redis::{RedisTarget, Storage};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Sets the key only if it still holds exactly the bytes read before (compare-and-set).
-const CAS_SCRIPT: &str = r#"local cur = redis.call('GET', KEYS[1])
-if cur ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1"#;
-
-/// What to store where, checked by the command line.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The first key is the one written (its `type=` says how).
@@ -158,11 +151,11 @@ async fn run(args: &Request) -> Result<String, PutError> {
     // What is stored, and the document the service will serve from it.
     let hash_fields = match target.storage_of_first() {
         Storage::String => None,
-        Storage::Hash => Some(put_hash::fields(&doc).map_err(|e| refused(&name, e))?),
+        Storage::Hash => Some(store::fields(&doc).map_err(|e| refused(&name, e))?),
     };
     let served = match &hash_fields {
         None => doc,
-        Some(fields) => put_hash::served(fields, &opts).map_err(|e| refused(&name, e))?,
+        Some(fields) => store::served(fields, &opts).map_err(|e| refused(&name, e))?,
     };
 
     let redis_err = |source: redis::RedisError| PutError::Redis {
@@ -181,11 +174,11 @@ async fn run(args: &Request) -> Result<String, PutError> {
             .map_err(redis_err)?;
 
     if let Some(fields) = &hash_fields {
-        put_hash::store(&mut con, &target.key, fields, if_digest.as_deref(), &opts)
+        store::store(&mut con, &target.key, fields, if_digest.as_deref(), &opts)
             .await
             .map_err(store_err)?;
     } else {
-        store_string(&mut con, target, &bytes, if_digest.as_deref(), &opts)
+        store::store_string(&mut con, target, &bytes, if_digest.as_deref(), &opts)
             .await
             .map_err(store_err)?;
     }
@@ -203,49 +196,6 @@ async fn run(args: &Request) -> Result<String, PutError> {
         )),
         Err(source) => Err(PutError::NotConverged { stored, source }),
     }
-}
-
-/// Stores a string document: one SET, or with `if_digest` a compare-and-set.
-async fn store_string(
-    con: &mut redis::aio::MultiplexedConnection,
-    target: &RedisTarget,
-    bytes: &[u8],
-    if_digest: Option<&str>,
-    opts: &flags::Options,
-) -> Result<(), StoreError> {
-    match if_digest {
-        None => {
-            redis::cmd("SET")
-                .arg(&target.key)
-                .arg(bytes)
-                .exec_async(con)
-                .await?;
-        }
-        Some(want) => {
-            let current: Option<Vec<u8>> =
-                redis::cmd("GET").arg(&target.key).query_async(con).await?;
-            let current =
-                current.ok_or_else(|| StoreError::Missing(target.key.clone(), want.into()))?;
-            let have = digest_of_stored(&current, opts);
-            if !matches_digest(&have, want) {
-                return Err(StoreError::DigestMismatch {
-                    key: target.key.clone(),
-                    have,
-                    want: want.into(),
-                });
-            }
-            let stored: i64 = redis::Script::new(CAS_SCRIPT)
-                .key(&target.key)
-                .arg(&current)
-                .arg(bytes)
-                .invoke_async(con)
-                .await?;
-            if stored != 1 {
-                return Err(StoreError::Changed(target.key.clone()));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The file's bytes (`-`: standard input).
@@ -273,21 +223,8 @@ fn stored_line(name: &str, target: &RedisTarget, served: &flags::Document, bytes
     )
 }
 
-/// The digest the service would give the stored value: of its canonical form when it is
-/// valid, of its raw bytes otherwise (so a refused document can still be replaced).
-fn digest_of_stored(current: &[u8], opts: &flags::Options) -> String {
-    match flags::parse(current, opts) {
-        Ok(doc) => doc.digest.to_string(),
-        Err(_) => Digest::of(current).to_string(),
-    }
-}
-
 fn is_digest_arg(want: &str) -> bool {
     want.len() >= 12 && want.len() <= 64 && want.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-pub(super) fn matches_digest(have: &str, want: &str) -> bool {
-    have.starts_with(&want.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -301,8 +238,8 @@ mod tests {
         assert!(!is_digest_arg("0123456789a"));
         assert!(!is_digest_arg("0123456789ag"));
         assert!(!is_digest_arg(&"a".repeat(65)));
-        assert!(matches_digest("abcdef0123456789", "ABCDEF012345"));
-        assert!(!matches_digest("abcdef0123456789", "abcdef012346"));
+        assert!(store::matches_digest("abcdef0123456789", "ABCDEF012345"));
+        assert!(!store::matches_digest("abcdef0123456789", "abcdef012346"));
     }
 
     #[test]
@@ -311,10 +248,10 @@ mod tests {
         let a =
             br#"{"flags":{"f":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}}}"#;
         let served = flags::parse(a, &opts).unwrap().digest.to_string();
-        assert_eq!(digest_of_stored(a, &opts), served);
+        assert_eq!(store::digest_of_stored(a, &opts), served);
         assert_eq!(
-            digest_of_stored(b"not json", &opts),
-            Digest::of(b"not json").to_string()
+            store::digest_of_stored(b"not json", &opts),
+            flags::Digest::of(b"not json").to_string()
         );
     }
 }

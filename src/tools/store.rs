@@ -1,4 +1,6 @@
-//! `put` into a `type=hash` source: the document becomes one field per flag plus
+//! How `put` writes a document. A string key: one `SET`, or with `--if-digest` a
+//! compare-and-set script (`GET`, `EVAL`). A `type=hash` key: the document becomes one
+//! field per flag plus
 //! `$evaluators` and `$metadata` (the layout the service reads, see
 //! [`flags::parse_hash`]), written in one MULTI/EXEC that also deletes the fields of
 //! flags the new document no longer has. WATCH makes the read-compare-write safe: if the
@@ -9,10 +11,18 @@
 
 use crate::flags::{self, Digest, Document};
 use crate::redis::reply::hash_field_array;
+use crate::redis::RedisTarget;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use serde_json::Value as Json;
 
+/// Sets the key only if it still holds exactly the bytes read before (compare-and-set).
+const CAS_SCRIPT: &str = r#"local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1"#;
+
+/// What to store where, checked by the command line.
 /// Attempts when the key changes under a `put` without `--if-digest` (someone else wrote
 /// in between): the last writer wins, as with SET, but never a mix of two documents.
 const ATTEMPTS: usize = 3;
@@ -156,7 +166,7 @@ async fn check_current(
             Ok(doc) => doc.digest.to_string(),
             Err(_) => Digest::of(&raw).to_string(),
         };
-        if !super::put::matches_digest(&have, want) {
+        if !matches_digest(&have, want) {
             return Err(StoreError::DigestMismatch {
                 key: key.to_string(),
                 have,
@@ -165,6 +175,63 @@ async fn check_current(
         }
     }
     Ok(current)
+}
+
+/// Stores a string document: one SET, or with `if_digest` a compare-and-set.
+pub async fn store_string(
+    con: &mut redis::aio::MultiplexedConnection,
+    target: &RedisTarget,
+    bytes: &[u8],
+    if_digest: Option<&str>,
+    opts: &flags::Options,
+) -> Result<(), StoreError> {
+    match if_digest {
+        None => {
+            redis::cmd("SET")
+                .arg(&target.key)
+                .arg(bytes)
+                .exec_async(con)
+                .await?;
+        }
+        Some(want) => {
+            let current: Option<Vec<u8>> =
+                redis::cmd("GET").arg(&target.key).query_async(con).await?;
+            let current =
+                current.ok_or_else(|| StoreError::Missing(target.key.clone(), want.into()))?;
+            let have = digest_of_stored(&current, opts);
+            if !matches_digest(&have, want) {
+                return Err(StoreError::DigestMismatch {
+                    key: target.key.clone(),
+                    have,
+                    want: want.into(),
+                });
+            }
+            let stored: i64 = redis::Script::new(CAS_SCRIPT)
+                .key(&target.key)
+                .arg(&current)
+                .arg(bytes)
+                .invoke_async(con)
+                .await?;
+            if stored != 1 {
+                return Err(StoreError::Changed(target.key.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The digest the service would give the stored value: of its canonical form when it is
+/// valid, of its raw bytes otherwise (so a refused document can still be replaced).
+pub fn digest_of_stored(current: &[u8], opts: &flags::Options) -> String {
+    match flags::parse(current, opts) {
+        Ok(doc) => doc.digest.to_string(),
+        Err(_) => Digest::of(current).to_string(),
+    }
+}
+
+/// Whether digest `have` starts with the `--if-digest` prefix `want` (any case).
+pub fn matches_digest(have: &str, want: &str) -> bool {
+    have.starts_with(&want.to_ascii_lowercase())
 }
 
 #[cfg(test)]
