@@ -223,7 +223,43 @@ impl Watcher {
         }
     }
 
+    /// One session: connect, arm the change triggers, announce, read everything, then
+    /// follow events, polls and liveness checks until something breaks.
     async fn session(&mut self, backoff: &mut Backoff) -> Result<(), SessionError> {
+        let (node, placement, mut con, pushes) = self.connect().await?;
+        let (channels, trigger) = self.arm_triggers(&node, &mut con).await?;
+        self.announce_connected(&node, &channels, trigger);
+        backoff.reset();
+        // The connect hook (the doctor's checks), in the background; it ends with the session.
+        let _on_connect = self
+            .on_connect
+            .as_ref()
+            .map(|hook| hook(&con, &self.target));
+        let mut readers: Vec<Reader> = self
+            .sources
+            .iter()
+            .map(|s| Reader::new(s.spec.key.clone(), s.spec.storage))
+            .collect();
+        let everything: Vec<usize> = (0..self.sources.len()).collect();
+        self.read(&mut con, &mut readers, &everything, &placement, None)
+            .await?;
+        self.follow(con, pushes, &channels, &placement, readers)
+            .await
+    }
+
+    /// Finds the node (Sentinel master, Cluster slot owner…), connects with pushes sent to
+    /// the returned receiver, and confirms the node is the one to watch.
+    async fn connect(
+        &mut self,
+    ) -> Result<
+        (
+            RedisTarget,
+            Placement,
+            MultiplexedConnection,
+            mpsc::UnboundedReceiver<redis::PushInfo>,
+        ),
+        SessionError,
+    > {
         let first_key = self.sources[0].spec.key.clone();
         let resolved = topology::resolve(&self.target, &first_key, self.timing.timeout)
             .await
@@ -231,9 +267,8 @@ impl Watcher {
                 hint: String::new(),
                 source,
             })?;
-        let node = resolved.node;
-        let placement = resolved.placement;
-        let (push_tx, mut pushes) = mpsc::unbounded_channel();
+        let (node, placement) = (resolved.node, resolved.placement);
+        let (push_tx, pushes) = mpsc::unbounded_channel();
         let mut con = connect(&node, self.timing.timeout, Some(push_tx))
             .await
             .map_err(|source| SessionError::Connect {
@@ -241,14 +276,23 @@ impl Watcher {
                 source,
             })?;
         self.check_placement(&placement, &mut con, None).await?;
+        Ok((node, placement, con, pushes))
+    }
 
+    /// Keyspace notifications (merged into `notify-keyspace-events`), the subscriptions,
+    /// and CLIENT TRACKING where notifications cannot be confirmed. Returns the channels
+    /// (one per source, in order) and what triggers reads.
+    async fn arm_triggers(
+        &mut self,
+        node: &RedisTarget,
+        con: &mut MultiplexedConnection,
+    ) -> Result<(Vec<String>, Trigger), SessionError> {
         let needed = if self.sources.iter().any(|s| s.spec.storage == Storage::Hash) {
             crate::redis::keyspace::NEEDED_HASH
         } else {
             crate::redis::keyspace::NEEDED
         };
-        let mut trigger =
-            notify::ensure(&mut con, &self.timing, needed, &mut self.config_warned).await;
+        let mut trigger = notify::ensure(con, &self.timing, needed, &mut self.config_warned).await;
         let channels: Vec<String> = self
             .sources
             .iter()
@@ -261,10 +305,15 @@ impl Watcher {
             // Needs no CONFIG: invalidations for every write to keys with these prefixes
             // (other keys sharing one cost a cheap hash read), and FLUSHALL too.
             let keys: Vec<&str> = self.sources.iter().map(|s| s.spec.key.as_str()).collect();
-            if notify::track(&mut con, &keys, &mut self.tracking_warned).await {
+            if notify::track(con, &keys, &mut self.tracking_warned).await {
                 trigger = Trigger::Tracking;
             }
         }
+        Ok((channels, trigger))
+    }
+
+    /// Status, metric and log line for a connected, subscribed session.
+    fn announce_connected(&self, node: &RedisTarget, channels: &[String], trigger: Trigger) {
         self.status.update(|s| {
             s.redis = RedisState::Connected;
             s.redis_error = None;
@@ -272,28 +321,24 @@ impl Watcher {
         });
         self.metrics.redis_up.record(1, &[]);
         info!(node = %node, channels = ?channels, trigger = ?trigger, "connected to redis and subscribed");
-        backoff.reset();
-        // The connect hook (the doctor's checks), in the background; it ends with the session.
-        let _on_connect = self
-            .on_connect
-            .as_ref()
-            .map(|hook| hook(&con, &self.target));
+    }
 
-        let mut readers: Vec<Reader> = self
-            .sources
-            .iter()
-            .map(|s| Reader::new(s.spec.key.clone(), s.spec.storage))
-            .collect();
+    /// The session's loop: events (coalesced), Sentinel's failover hint, polls, liveness
+    /// checks. Returns only with the error that ends the session.
+    async fn follow(
+        &mut self,
+        mut con: MultiplexedConnection,
+        mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+        channels: &[String],
+        placement: &Placement,
+        mut readers: Vec<Reader>,
+    ) -> Result<(), SessionError> {
         let everything: Vec<usize> = (0..self.sources.len()).collect();
-        self.read(&mut con, &mut readers, &everything, &placement, None)
-            .await?;
-
         // Sentinel's failover announcement, as a hint to move at once.
         let (mut hint_con, mut hints) = match placement.switch_hint(self.timing.timeout).await {
             Some((c, rx)) => (Some(c), Some(rx)),
             None => (None, None),
         };
-
         let start = tokio::time::Instant::now();
         let mut poll = tokio::time::interval_at(start + self.timing.poll, self.timing.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -305,32 +350,9 @@ impl Watcher {
                 push = pushes.recv() => {
                     let Some(push) = push else { return Err(SessionError::Disconnected) };
                     let seen = Instant::now();
-                    let mut dirty = vec![false; self.sources.len()];
-                    // Coalesce: everything already queued is covered by one read per key.
-                    let mut next = Some(push);
-                    while let Some(p) = next {
-                        match p.kind {
-                            PushKind::Disconnection => return Err(SessionError::Disconnected),
-                            PushKind::Message => {
-                                self.metrics.notifications.add(1, &[]);
-                                let channel = p.data.first().and_then(as_string);
-                                for (i, c) in channels.iter().enumerate() {
-                                    if channel.as_deref() == Some(c.as_str()) {
-                                        dirty[i] = true;
-                                    }
-                                }
-                            }
-                            PushKind::Invalidate => {
-                                self.metrics.notifications.add(1, &[]);
-                                self.mark_invalidated(&p.data, &mut dirty);
-                            }
-                            other => debug!(kind = ?other, "redis push"),
-                        }
-                        next = pushes.try_recv().ok();
-                    }
-                    let which: Vec<usize> = (0..dirty.len()).filter(|&i| dirty[i]).collect();
+                    let which = self.drain_events(push, &mut pushes, channels)?;
                     if !which.is_empty() {
-                        self.read(&mut con, &mut readers, &which, &placement, Some(seen)).await?;
+                        self.read(&mut con, &mut readers, &which, placement, Some(seen)).await?;
                     }
                 }
                 hint = recv_hint(&mut hints) => {
@@ -348,11 +370,44 @@ impl Watcher {
                 }
                 _ = poll.tick() => {
                     self.metrics.polls.add(1, &[]);
-                    self.read(&mut con, &mut readers, &everything, &placement, Some(Instant::now())).await?;
+                    self.read(&mut con, &mut readers, &everything, placement, Some(Instant::now())).await?;
                 }
-                _ = ping.tick() => self.check_placement(&placement, &mut con, hint_con.as_mut()).await?,
+                _ = ping.tick() => self.check_placement(placement, &mut con, hint_con.as_mut()).await?,
             }
         }
+    }
+
+    /// The sources to read for `first` and every push already queued behind it
+    /// (bursts coalesce into one read per key).
+    fn drain_events(
+        &mut self,
+        first: redis::PushInfo,
+        pushes: &mut mpsc::UnboundedReceiver<redis::PushInfo>,
+        channels: &[String],
+    ) -> Result<Vec<usize>, SessionError> {
+        let mut dirty = vec![false; self.sources.len()];
+        let mut next = Some(first);
+        while let Some(p) = next {
+            match p.kind {
+                PushKind::Disconnection => return Err(SessionError::Disconnected),
+                PushKind::Message => {
+                    self.metrics.notifications.add(1, &[]);
+                    let channel = p.data.first().and_then(as_string);
+                    for (i, c) in channels.iter().enumerate() {
+                        if channel.as_deref() == Some(c.as_str()) {
+                            dirty[i] = true;
+                        }
+                    }
+                }
+                PushKind::Invalidate => {
+                    self.metrics.notifications.add(1, &[]);
+                    self.mark_invalidated(&p.data, &mut dirty);
+                }
+                other => debug!(kind = ?other, "redis push"),
+            }
+            next = pushes.try_recv().ok();
+        }
+        Ok((0..dirty.len()).filter(|&i| dirty[i]).collect())
     }
 
     /// Checks the node is alive and still the one to watch, under the timeout.
