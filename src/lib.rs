@@ -20,7 +20,10 @@
 //! - [`tls`], [`auth`], [`reload`]: gRPC TLS (certificates reloaded, optional client CA),
 //!   bearer tokens, files watched for changes.
 //! - [`tools`]: operator subcommands (`put`, `watch`, `healthcheck`).
-//! - [`doctor`]: production-readiness checks of the Redis (subcommand and at each connect).
+//! - [`doctor`]: production-readiness checks of the Redis (subcommand and at each connect,
+//!   through the watcher's connect hook); [`finding`]: one check's result.
+//! - [`validate`]: the `validate` subcommand. Import layers: docs/architecture.md (checked
+//!   by a unit test, `layering.rs`).
 #![forbid(unsafe_code)]
 
 #[cfg(test)]

@@ -168,19 +168,9 @@ async fn put_honours_redis_tls_insecure() {
     let (ca, cert, key) = crate::doctor::certificates(certs.path());
     let tls_port = free_port();
     let tls_port_s = tls_port.to_string();
-    let redis = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port_s,
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--tls-auth-clients",
-        "no",
-    ])
-    .unwrap();
+    let redis =
+        RedisServer::start_with(&crate::doctor::tls_port_args(&tls_port_s, &ca, &cert, &key))
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = file(&dir, "flags.json", &doc("f", "tls"));
     let uri = format!("rediss://127.0.0.1:{tls_port}/0?key=flags");
