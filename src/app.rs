@@ -149,15 +149,8 @@ fn load_security(
 
 impl Listeners {
     async fn bind(cfg: &Config) -> anyhow::Result<Self> {
-        // Port 0: gRPC on the Unix socket only (the configuration requires one then).
-        let grpc_listener = match cfg.grpc_addr.port() {
-            0 => None,
-            _ => Some(
-                TcpListener::bind(cfg.grpc_addr)
-                    .await
-                    .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_addr))?,
-            ),
-        };
+        // Management first, gRPC last: whoever sees the gRPC port accept (a probe, a
+        // test) finds the management port bound too.
         let mgmt_listener = match cfg.management_port {
             Some(port) => {
                 let addr = std::net::SocketAddr::new(cfg.grpc_addr.ip(), port);
@@ -168,6 +161,15 @@ impl Listeners {
                 )
             }
             None => None,
+        };
+        // Port 0: gRPC on the Unix socket only (the configuration requires one then).
+        let grpc_listener = match cfg.grpc_addr.port() {
+            0 => None,
+            _ => Some(
+                TcpListener::bind(cfg.grpc_addr)
+                    .await
+                    .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_addr))?,
+            ),
         };
         let unix_listener = match &cfg.socket_path {
             Some(path) => Some(bind_unix(path).await?),

@@ -70,12 +70,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let shutdown = shutdown_signal();
         // Inside the runtime: the OTLP exporters' gRPC channels need it.
         let telemetry = telemetry::Telemetry::new()?;
         let tracer = telemetry.tracer();
         telemetry::init_logs(cli.serve.redis_log_format, cli.serve.debug, tracer);
         telemetry.log_otlp();
-        app::run(cfg, telemetry, shutdown_signal()).await
+        app::run(cfg, telemetry, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,12 +99,17 @@ fn usage(tool: &str, e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(EX_USAGE)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The SIGTERM handler is installed now, not at the first
+/// poll (after start-up): a SIGTERM while listeners are being bound must still end in an
+/// orderly shutdown (socket file removed), not the default action. Call inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    async move {
+        let mut term = term.expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
     }
 }
