@@ -4,6 +4,9 @@
 //!   once and shared by every stream;
 //! - plain client code (for `watch`, the tests and the benchmarks);
 //! - a file descriptor set for gRPC server reflection.
+//!
+//! It also exports `FLAGD_SCHEMA_VERSION` (the vendored flagd schemas' release, from
+//! `src/flags/schemas/version.txt`) for `--version` and the strict checks.
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,6 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
+    let schema_version = "src/flags/schemas/version.txt";
+    println!("cargo:rerun-if-changed={schema_version}");
+    let version = std::fs::read_to_string(schema_version)?;
+    println!("cargo:rustc-env=FLAGD_SCHEMA_VERSION={}", version.trim());
+
     let fds = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 /// Serves a flagd flag document kept in Redis to flagd and OpenFeature providers over
 /// flagd's gRPC sync protocol, pushing every change as Redis reports it.
 #[derive(Debug, Parser)]
-#[command(name = "flagd-redis-sync", version, about, long_about = None)]
+#[command(name = "flagd-redis-sync", version = crate::flags::schema::VERSION_LINE, about, long_about = None)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -65,6 +65,10 @@ pub struct ValidateArgs {
     /// Refuse documents larger than this many bytes.
     #[arg(long, default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
+    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
+    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
+    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
+    pub validation: crate::flags::Validation,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -145,6 +149,11 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_SYNC_NO_NORMALIZE")]
     pub no_normalize: bool,
 
+    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
+    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
+    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
+    pub validation: crate::flags::Validation,
+
     /// Static KEY=VALUE sent to clients as sync_context and by GetMetadata (repeatable).
     #[arg(long = "context-value", env = "REDIS_SYNC_CONTEXT_VALUES", value_delimiter = ',', value_parser = parse_key_value)]
     pub context_values: Vec<(String, String)>,
@@ -185,6 +194,7 @@ impl ValidateArgs {
         Options {
             max_bytes: self.max_payload_bytes,
             normalize: !self.no_normalize,
+            validation: self.validation,
         }
     }
 }
@@ -263,6 +273,7 @@ impl ServeArgs {
             documents: crate::flags::Options {
                 max_bytes: self.max_payload_bytes,
                 normalize: !self.no_normalize,
+                validation: self.validation,
             },
             context: self.context_values.clone(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
@@ -304,6 +315,11 @@ pub struct PutArgs {
     /// Refuse documents larger than this many bytes (as the service's option).
     #[arg(long, default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
+
+    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
+    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
+    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
+    pub validation: crate::flags::Validation,
 }
 
 impl PutArgs {
@@ -325,6 +341,7 @@ impl PutArgs {
             documents: Options {
                 max_bytes: self.max_payload_bytes,
                 normalize: !self.no_normalize,
+                validation: self.validation,
             },
         })
     }
@@ -463,6 +480,10 @@ pub struct DoctorArgs {
     /// Validate the document as stored, without rewriting it into the map form.
     #[arg(long, env = "REDIS_SYNC_NO_NORMALIZE")]
     pub no_normalize: bool,
+    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
+    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
+    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
+    pub validation: crate::flags::Validation,
 }
 
 impl DoctorArgs {
@@ -477,6 +498,7 @@ impl DoctorArgs {
         Options {
             max_bytes: self.max_payload_bytes,
             normalize: !self.no_normalize,
+            validation: self.validation,
         }
     }
 }

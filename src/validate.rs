@@ -2,7 +2,8 @@
 //!
 //! Exit codes, for CI pipelines: 0 every document is valid; 1 at least one was refused
 //! (each refusal is printed as `FILE: refused: REASON`, with a JSON pointer, or line and
-//! column for syntax errors); 2 at least one file could not be read (wins over 1).
+//! column for syntax errors; one such line per problem strict validation found);
+//! 2 at least one file could not be read (wins over 1).
 
 use crate::flags;
 use std::io::Read;
@@ -31,14 +32,21 @@ pub fn run(files: &[std::path::PathBuf], opts: &flags::Options) -> u8 {
                 eprintln!("{name}: cannot read: {e}");
             }
             Ok(bytes) => match flags::parse(&bytes, opts) {
-                Ok(doc) => println!(
-                    "{name}: ok ({} flags, digest {})",
-                    doc.flag_count,
-                    doc.digest.short()
-                ),
+                Ok(doc) => {
+                    for line in doc.warnings.lines() {
+                        eprintln!("{name}: warning (strict would refuse): {line}");
+                    }
+                    println!(
+                        "{name}: ok ({} flags, digest {})",
+                        doc.flag_count,
+                        doc.digest.short()
+                    )
+                }
                 Err(e) => {
                     code = code.max(REFUSED);
-                    eprintln!("{name}: refused: {e}");
+                    for line in e.lines() {
+                        eprintln!("{name}: refused: {line}");
+                    }
                 }
             },
         }

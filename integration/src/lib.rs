@@ -82,6 +82,19 @@ pub fn testbed_files() -> Vec<(String, PathBuf)> {
     files
 }
 
+/// Testbed files that carry flags broken on purpose (the providers' conformance suites
+/// check that evaluating them errors: an unknown operator, a `$ref` to no shared rule, a
+/// rule returning a name that is no variant, a negative fractional weight, sem_ver
+/// versions the schema does not allow). `--validation strict` (the default) refuses
+/// them; `--validation basic` accepts them, which is how the round-trip tests serve them.
+pub const TESTBED_BROKEN_ON_PURPOSE: [&str; 5] = [
+    "custom-ops.json",
+    "edge-case-flags.json",
+    "evaluator-refs.json",
+    "testkit-flags.json",
+    "zero-flags.json",
+];
+
 /// A flag document with one string flag `name` whose default variant has `value`.
 pub fn doc(name: &str, value: &str) -> String {
     format!(
@@ -577,4 +590,51 @@ pub fn default_value(doc: &serde_json::Value, flag: &str) -> Option<String> {
     let f = doc.get("flags")?.get(flag)?;
     let dv = f.get("defaultVariant")?.as_str()?;
     f.get("variants")?.get(dv)?.as_str().map(str::to_string)
+}
+
+/// The documents of `integration/validation/<which>/` (`accepted` or `refused`): written
+/// for this project to pin what strict validation refuses and accepts.
+pub fn validation_corpus(which: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("validation")
+        .join(which);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{}: too few documents", dir.display());
+    files
+}
+
+/// Whether a whole document is valid against the flagd schemas vendored in
+/// `src/flags/schemas` (flags.json, or flagd.json for the array form), checked here
+/// independently of the service's per-part checks.
+pub fn schema_valid(doc: &serde_json::Value) -> bool {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/flags/schemas");
+    let load = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.join(name)).expect("vendored schema");
+        serde_json::from_str(&text).expect("schema JSON")
+    };
+    let registry = jsonschema::Registry::new()
+        .add(
+            "https://flagd.dev/schema/v0/targeting.json",
+            load("targeting.json"),
+        )
+        .and_then(|r| r.add("https://flagd.dev/schema/v0/flags.json", load("flags.json")))
+        .and_then(|r| r.add("https://flagd.dev/schema/v0/flagd.json", load("flagd.json")))
+        .and_then(|r| r.prepare())
+        .expect("registry");
+    let root = if doc["flags"].is_array() {
+        "https://flagd.dev/schema/v0/flagd.json"
+    } else {
+        "https://flagd.dev/schema/v0/flags.json"
+    };
+    jsonschema::options()
+        .offline()
+        .with_registry(&registry)
+        .build(&serde_json::json!({ "$ref": root }))
+        .expect("schema compiles")
+        .is_valid(doc)
 }

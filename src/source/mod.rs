@@ -560,6 +560,11 @@ impl Watcher {
         match parsed {
             Ok(doc) => {
                 self.sources[i].last_refused = None;
+                if !doc.warnings.is_empty() {
+                    let s = &self.sources[i].spec;
+                    warn!(key = %s.key, source = %s.name, problems = %doc.warnings,
+                        "flag document accepted by --validation basic; strict validation would refuse it");
+                }
                 Some(doc)
             }
             Err(e) => {

@@ -54,8 +54,8 @@ enum PutError {
         name: String,
         source: std::io::Error,
     },
-    /// The same line `validate` prints for a refused document.
-    #[error("{name}: refused: {source}")]
+    /// The same lines `validate` prints for a refused document (one per problem).
+    #[error("{}", refused_lines(name, source))]
     Invalid {
         name: String,
         source: flags::DocumentError,
@@ -147,6 +147,9 @@ async fn run(args: &Request) -> Result<String, PutError> {
         name: name.clone(),
         source,
     })?;
+    for line in doc.warnings.lines() {
+        eprintln!("{name}: warning (strict would refuse): {line}");
+    }
 
     // What is stored, and the document the service will serve from it.
     let hash_fields = match target.storage_of_first() {
@@ -206,6 +209,15 @@ fn read_file(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
     } else {
         std::fs::read(file)
     }
+}
+
+fn refused_lines(name: &str, e: &flags::DocumentError) -> String {
+    let lines: Vec<String> = e
+        .lines()
+        .iter()
+        .map(|l| format!("{name}: refused: {l}"))
+        .collect();
+    lines.join("\n")
 }
 
 fn refused(name: &str, source: StoreError) -> PutError {

@@ -550,7 +550,10 @@ async fn the_python_provider_evaluates_every_testbed_file_alike_from_the_stream_
     let files = testbed_files();
     let redis = RedisServer::start().unwrap();
     redis.set("flags", &doc("marker", "start")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    // Some testbed files have flags broken on purpose, which strict validation refuses.
+    let svc = Service::start(&redis.uri("flags"), &["--validation", "basic"])
+        .await
+        .unwrap();
     // A stream of our own shows when the service serves each file: a provider that
     // connects after that gets it as its first message.
     let mut watch = svc.stream("").await.unwrap();
@@ -695,4 +698,81 @@ async fn the_python_provider_evaluates_every_testbed_file_alike_from_the_stream_
         )["metadata"],
         json!({"string": "a", "integer": 1, "float": 1.2, "boolean": true})
     );
+}
+
+/// Strict validation tied to a real client: every document of
+/// `integration/validation/refused` is refused by `validate` (exit 1, a JSON pointer on
+/// each line) and makes the Python provider's evaluation error in its offline file mode,
+/// or is invalid against flagd's schema (checked here on the whole document); every
+/// document of `integration/validation/accepted` passes `validate`, the schema, and
+/// evaluates without an error.
+#[tokio::test]
+async fn strict_validation_refuses_what_the_python_provider_chokes_on_and_nothing_else() {
+    let refused = validation_corpus("refused");
+    let accepted = validation_corpus("accepted");
+    for (path, want) in refused
+        .iter()
+        .map(|p| (p, 1))
+        .chain(accepted.iter().map(|p| (p, 0)))
+    {
+        let out = StdCommand::new(binary())
+            .arg("validate")
+            .arg(path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running validate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "{}: {stderr}",
+            path.display()
+        );
+        if want == 1 {
+            assert!(
+                stderr.lines().all(|l| l.contains("refused: /")),
+                "{}: every line names a pointer: {stderr}",
+                path.display()
+            );
+        }
+    }
+
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(compat_dir().join("file_mode_errors.py"))
+        .args(["--timeout", "120"])
+        .args(refused.iter().chain(&accepted))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(150), cmd.output())
+        .await
+        .expect("file_mode_errors.py within 150 s")
+        .expect("running file_mode_errors.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "file_mode_errors.py: {stdout}");
+    let results: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("RESULT "))
+        .map(|l| serde_json::from_str(l).expect("RESULT JSON"))
+        .collect();
+    assert_eq!(results.len(), refused.len() + accepted.len(), "{stdout}");
+    for (r, path) in results.iter().zip(refused.iter().chain(&accepted)) {
+        assert_eq!(r["path"], path.to_string_lossy().as_ref());
+        let doc: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+        let client_error = r["ready"] == false || !r["errors"].as_array().unwrap().is_empty();
+        let schema_ok = schema_valid(&doc);
+        if refused.contains(path) {
+            assert!(
+                client_error || !schema_ok,
+                "{}: refused, yet the schema allows it and the Python provider evaluates it",
+                path.display()
+            );
+        } else {
+            assert!(
+                !client_error && schema_ok,
+                "{}: accepted, yet schema valid = {schema_ok} and the provider says {r}",
+                path.display()
+            );
+        }
+    }
 }

@@ -34,32 +34,39 @@ fn flags_map(doc: &Value) -> Value {
     }
 }
 
-/// Each file validates with `flagd-redis-sync validate`; SET into Redis it reaches a
-/// stream with the same flags (as JSON values); a second SET of the same file pushes
-/// nothing (the next message on the stream is the next file's).
+/// Each file validates with `flagd-redis-sync validate --validation basic`, and with the
+/// default strict validation unless it has flags broken on purpose
+/// ([`TESTBED_BROKEN_ON_PURPOSE`], which strict refuses, exit 1); SET into Redis (served
+/// with basic validation) it reaches a stream with the same flags (as JSON values); a
+/// second SET of the same file pushes nothing (the next message is the next file's).
 #[tokio::test]
 async fn every_testbed_file_validates_and_round_trips_unchanged() {
     let files = testbed_texts();
 
     for (name, _) in &files {
-        let out = Command::new(binary())
-            .arg("validate")
-            .arg(testdata(name))
-            .stdin(Stdio::null())
-            .output()
-            .expect("running flagd-redis-sync validate");
-        assert!(
-            out.status.success(),
-            "{name} does not validate ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        for mode in ["basic", "strict"] {
+            let out = Command::new(binary())
+                .args(["validate", "--validation", mode])
+                .arg(testdata(name))
+                .stdin(Stdio::null())
+                .output()
+                .expect("running flagd-redis-sync validate");
+            let refused = mode == "strict" && TESTBED_BROKEN_ON_PURPOSE.contains(&name.as_str());
+            assert_eq!(
+                out.status.code(),
+                Some(if refused { 1 } else { 0 }),
+                "{name} with --validation {mode}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     let redis = RedisServer::start().unwrap();
     redis.set("flags", &doc("marker", "start")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let svc = Service::start(&redis.uri("flags"), &["--validation", "basic"])
+        .await
+        .unwrap();
     let mut s = svc.stream("").await.unwrap();
     let first = s.next_json().await.unwrap();
     assert_eq!(default_value(&first, "marker").as_deref(), Some("start"));

@@ -19,3 +19,4 @@ mod sources;
 mod tools;
 mod tools_tls;
 mod topology;
+mod validation;

@@ -10,18 +10,19 @@
 //! `variants`, `defaultVariant`, `targeting` and `metadata` are dropped (the Python
 //! provider refuses them). The digest is taken over what clients receive.
 
-use serde_json::{Map, Value};
+mod operators;
+pub mod problem;
+mod rules;
+pub mod schema;
+mod shape;
+mod strict;
+
+pub use problem::{Problem, ProblemKind, Problems};
+use shape::shape;
+
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::fmt;
-
-/// Fields a flag may carry in the form strict clients (the Python provider) accept.
-const FLAG_FIELDS: [&str; 5] = [
-    "state",
-    "variants",
-    "defaultVariant",
-    "targeting",
-    "metadata",
-];
 
 /// A SHA-256 digest of a document's canonical bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -61,6 +62,9 @@ pub struct Document {
     pub value: Value,
     /// Number of flags, for logs and `watch`.
     pub flag_count: usize,
+    /// With `--validation basic`, what strict validation would have refused (for a
+    /// warning); always empty in strict mode.
+    pub warnings: Problems,
 }
 
 /// How documents are read.
@@ -70,6 +74,8 @@ pub struct Options {
     pub max_bytes: usize,
     /// Rewrite into the form every client accepts (map form, known flag fields only).
     pub normalize: bool,
+    /// How strictly targeting rules are judged.
+    pub validation: Validation,
 }
 
 impl Default for Options {
@@ -77,8 +83,20 @@ impl Default for Options {
         Options {
             max_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             normalize: true,
+            validation: Validation::Strict,
         }
     }
+}
+
+/// `--validation`: how strictly documents are judged (see docs/validation.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Validation {
+    /// flagd's JSON schema, plus operators, $refs and variant names in targeting rules.
+    #[default]
+    Strict,
+    /// The shape only (flags, state, variants, default variant); what strict would refuse
+    /// is logged as a warning. For an operator flagd added before this release knows it.
+    Basic,
 }
 
 /// 4 MiB is the default receive limit of gRPC clients (flagd, Go, Java, Python, Node);
@@ -103,6 +121,10 @@ pub enum DocumentError {
     },
     #[error("{pointer}: {message}")]
     Shape { pointer: String, message: String },
+    /// What strict validation found (flagd's schema, targeting rules): each problem names
+    /// its flag and pointer.
+    #[error("{problems}")]
+    Invalid { problems: Problems },
 }
 
 impl DocumentError {
@@ -113,19 +135,25 @@ impl DocumentError {
             DocumentError::NotUtf8 { .. } => "not_utf8",
             DocumentError::NotJson { .. } => "not_json",
             DocumentError::Shape { .. } => "invalid_shape",
+            DocumentError::Invalid { problems } => match problems.list.first().map(|p| p.kind) {
+                Some(ProblemKind::Schema) => "invalid_schema",
+                _ => "invalid_rules",
+            },
+        }
+    }
+
+    /// One line per problem: strict findings each on their own line, anything else as
+    /// one line.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            DocumentError::Invalid { problems } => problems.lines(),
+            other => vec![other.to_string()],
         }
     }
 }
 
-fn shape(pointer: impl Into<String>, message: impl Into<String>) -> DocumentError {
-    DocumentError::Shape {
-        pointer: pointer.into(),
-        message: message.into(),
-    }
-}
-
 /// Escapes one JSON-pointer reference token (RFC 6901).
-fn token(s: &str) -> String {
+pub(crate) fn token(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
@@ -142,6 +170,7 @@ impl Document {
             canonical,
             value,
             flag_count,
+            warnings: Problems::default(),
         }
     }
 }
@@ -221,7 +250,18 @@ pub fn parse(bytes: &[u8], opts: &Options) -> Result<Document, DocumentError> {
         column: e.column(),
         pointer: pointer_at(text, e.line(), e.column()),
     })?;
-    let flag_count = check(&mut value, opts.normalize)?;
+    let flag_count = shape::check(&value)?;
+    let problems = strict::check(&value);
+    let warnings = match opts.validation {
+        Validation::Strict if !problems.is_empty() => {
+            return Err(DocumentError::Invalid { problems })
+        }
+        Validation::Strict => Problems::default(),
+        Validation::Basic => problems,
+    };
+    if opts.normalize {
+        shape::normalize(&mut value);
+    }
     let canonical = serde_json::to_string(&value).expect("a serde_json::Value always serialises");
     if canonical.len() > opts.max_bytes {
         return Err(DocumentError::TooLarge {
@@ -234,6 +274,7 @@ pub fn parse(bytes: &[u8], opts: &Options) -> Result<Document, DocumentError> {
         canonical,
         value,
         flag_count,
+        warnings,
     })
 }
 
@@ -325,236 +366,6 @@ fn json_message(e: &serde_json::Error) -> String {
     match s.rfind(" at line ") {
         Some(i) => s[..i].to_string(),
         None => s,
-    }
-}
-
-/// Checks the flagd shape; with `normalize`, rewrites into the map form with known fields.
-/// Returns the number of flags.
-fn check(doc: &mut Value, normalize: bool) -> Result<usize, DocumentError> {
-    let top = doc.as_object_mut().ok_or_else(|| {
-        shape(
-            "",
-            "the document must be a JSON object with a \"flags\" member",
-        )
-    })?;
-    if let Some(meta) = top.get("metadata") {
-        check_metadata(meta, "/metadata")?;
-    }
-    if let Some(evals) = top.get("$evaluators") {
-        let evals = evals
-            .as_object()
-            .ok_or_else(|| shape("/$evaluators", "must be an object of named rules"))?;
-        for (name, rule) in evals {
-            if name.is_empty() {
-                return Err(shape("/$evaluators", "a rule name must not be empty"));
-            }
-            if !rule.is_object() {
-                return Err(shape(
-                    format!("/$evaluators/{}", token(name)),
-                    "a shared rule must be a JSON object",
-                ));
-            }
-        }
-    }
-    let flags = top
-        .get_mut("flags")
-        .ok_or_else(|| shape("", "missing required member \"flags\""))?;
-    match flags {
-        Value::Object(map) => {
-            for (name, flag) in map.iter_mut() {
-                if name.is_empty() {
-                    return Err(shape("/flags", "a flag name must not be empty"));
-                }
-                check_flag(flag, &format!("/flags/{}", token(name)))?;
-                if normalize {
-                    strip(flag);
-                }
-            }
-            Ok(map.len())
-        }
-        Value::Array(list) => {
-            let mut map = Map::new();
-            for (i, flag) in list.iter().enumerate() {
-                let ptr = format!("/flags/{i}");
-                let key = flag
-                    .get("key")
-                    .and_then(Value::as_str)
-                    .filter(|k| !k.is_empty())
-                    .ok_or_else(|| {
-                        shape(
-                            &ptr,
-                            "a flag in the array form needs a non-empty string \"key\"",
-                        )
-                    })?;
-                check_flag(flag, &ptr)?;
-                if map.insert(key.to_string(), Value::Null).is_some() {
-                    return Err(shape(ptr, format!("duplicate flag key {key:?}")));
-                }
-            }
-            let n = map.len();
-            if normalize {
-                for mut flag in list.drain(..) {
-                    let key = flag["key"].as_str().expect("checked above").to_string();
-                    strip(&mut flag);
-                    map.insert(key, flag);
-                }
-                *flags = Value::Object(map);
-            }
-            Ok(n)
-        }
-        _ => Err(shape(
-            "/flags",
-            "must be an object (flag name -> flag) or an array of flags",
-        )),
-    }
-}
-
-/// Keeps only the flag fields strict clients accept.
-fn strip(flag: &mut Value) {
-    if let Some(obj) = flag.as_object_mut() {
-        obj.retain(|k, _| FLAG_FIELDS.contains(&k.as_str()));
-    }
-}
-
-fn check_flag(flag: &Value, ptr: &str) -> Result<(), DocumentError> {
-    let obj = flag
-        .as_object()
-        .ok_or_else(|| shape(ptr, "a flag must be a JSON object"))?;
-    match obj.get("state") {
-        Some(Value::String(s)) if s == "ENABLED" || s == "DISABLED" => {}
-        Some(other) => {
-            return Err(shape(
-                format!("{ptr}/state"),
-                format!(
-                    "must be \"ENABLED\" or \"DISABLED\", found {}",
-                    brief(other)
-                ),
-            ))
-        }
-        None => return Err(shape(ptr, "missing required member \"state\"")),
-    }
-    let variants = match obj.get("variants") {
-        Some(Value::Object(v)) if !v.is_empty() => v,
-        Some(Value::Object(_)) => {
-            return Err(shape(
-                format!("{ptr}/variants"),
-                "needs at least one variant",
-            ))
-        }
-        Some(other) => {
-            return Err(shape(
-                format!("{ptr}/variants"),
-                format!(
-                    "must be an object (variant name -> value), found {}",
-                    brief(other)
-                ),
-            ))
-        }
-        None => return Err(shape(ptr, "missing required member \"variants\"")),
-    };
-    let mut kind: Option<&'static str> = None;
-    for (name, v) in variants {
-        let this = match v {
-            Value::Bool(_) => "boolean",
-            Value::String(_) => "string",
-            Value::Number(_) => "number",
-            Value::Object(_) => "object",
-            other => {
-                return Err(shape(
-                    format!("{ptr}/variants/{}", token(name)),
-                    format!(
-                        "a variant must be a boolean, string, number or object, found {}",
-                        brief(other)
-                    ),
-                ))
-            }
-        };
-        if name.is_empty() {
-            return Err(shape(
-                format!("{ptr}/variants"),
-                "a variant name must not be empty",
-            ));
-        }
-        match kind {
-            None => kind = Some(this),
-            Some(k) if k != this => {
-                return Err(shape(
-                    format!("{ptr}/variants/{}", token(name)),
-                    format!("all variants of a flag must have one type: found {k} and {this}"),
-                ))
-            }
-            _ => {}
-        }
-    }
-    match obj.get("defaultVariant") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(d)) if variants.contains_key(d) => {}
-        Some(Value::String(d)) => {
-            let mut names: Vec<&str> = variants.keys().map(String::as_str).collect();
-            names.truncate(8);
-            return Err(shape(
-                format!("{ptr}/defaultVariant"),
-                format!(
-                    "names no variant of this flag: {d:?} (variants: {})",
-                    names.join(", ")
-                ),
-            ));
-        }
-        Some(other) => {
-            return Err(shape(
-                format!("{ptr}/defaultVariant"),
-                format!("must be a variant name or null, found {}", brief(other)),
-            ))
-        }
-    }
-    if let Some(t) = obj.get("targeting") {
-        if !t.is_object() {
-            return Err(shape(
-                format!("{ptr}/targeting"),
-                format!(
-                    "must be a JSON object (a JsonLogic rule or {{}}), found {}",
-                    brief(t)
-                ),
-            ));
-        }
-    }
-    if let Some(m) = obj.get("metadata") {
-        check_metadata(m, &format!("{ptr}/metadata"))?;
-    }
-    Ok(())
-}
-
-fn check_metadata(meta: &Value, ptr: &str) -> Result<(), DocumentError> {
-    let obj = meta.as_object().ok_or_else(|| {
-        shape(
-            ptr,
-            format!("metadata must be an object, found {}", brief(meta)),
-        )
-    })?;
-    for (k, v) in obj {
-        if !(v.is_string() || v.is_number() || v.is_boolean()) {
-            return Err(shape(
-                format!("{ptr}/{}", token(k)),
-                format!(
-                    "metadata values must be strings, numbers or booleans, found {}",
-                    brief(v)
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A short description of a JSON value for error messages (never the whole value).
-fn brief(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) if s.chars().count() <= 32 => format!("{s:?}"),
-        Value::String(_) => "a long string".into(),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
     }
 }
 
@@ -784,6 +595,7 @@ mod tests {
 mod properties {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::Map;
 
     fn scalar() -> impl Strategy<Value = Value> {
         prop_oneof![
