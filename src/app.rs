@@ -20,7 +20,6 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::{error, info, warn};
 
@@ -120,7 +119,7 @@ impl Parts {
         let names = cfg.redis.sources.iter().map(|s| s.name.clone()).collect();
         Parts {
             status: Arc::new(Status::default()),
-            hub: Arc::new(Hub::new(names, context)),
+            hub: Arc::new(Hub::new(names, context).with_max_bytes(cfg.documents.max_bytes)),
             fleet: crate::fleet::Fleet::new(),
             metrics: telemetry.metrics.clone(),
             telemetry,
@@ -306,13 +305,30 @@ fn start_grpc(
         None => None,
     };
     let stop = streams_stop.clone();
+    let open_files = crate::conn::raise_open_files_limit();
+    let max_connections = cfg
+        .max_connections
+        .unwrap_or_else(|| crate::conn::default_max_connections(open_files));
+    info!(
+        max_connections,
+        open_files, "gRPC connection budget (--max-connections)"
+    );
+    let refused = parts.metrics.grpc_refused.clone();
+    let grpc_acceptor = grpc_listener.map(|l| {
+        crate::conn::Acceptor::new(l, max_connections, "gRPC", move || {
+            refused.add(
+                1,
+                &[opentelemetry::KeyValue::new("reason", "connection_limit")],
+            )
+        })
+    });
     let mut tcp_builder = builder();
-    let tcp_server = match (grpc_listener, &tls) {
+    let tcp_server = match (grpc_acceptor, &tls) {
         (None, _) => None,
         // Handshakes done here, so that rotated certificates are picked up.
-        (Some(listener), Some(tls)) => {
+        (Some(acceptor), Some(tls)) => {
             let incoming = crate::tls::incoming(
-                listener,
+                acceptor,
                 tls.clone(),
                 stop.clone(),
                 parts.metrics.grpc_refused.clone(),
@@ -322,8 +338,8 @@ fn start_grpc(
                     .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
             ))
         }
-        (Some(listener), None) => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        (Some(acceptor), None) => {
+            let incoming = crate::conn::incoming(acceptor, stop.clone());
             Some(tokio::spawn(
                 routes(&mut tcp_builder)
                     .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
@@ -383,6 +399,12 @@ fn start_management(
                 fleet: parts.fleet.clone(),
             });
             let stop = mgmt_stop.clone();
+            let listener = crate::conn::ManagementListener(crate::conn::Acceptor::new(
+                listener,
+                crate::conn::MANAGEMENT_MAX_CONNECTIONS,
+                "management",
+                || {},
+            ));
             Some(tokio::spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stop.cancelled().await })

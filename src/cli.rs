@@ -17,6 +17,7 @@ use crate::redis::args::readable;
 use crate::redis::{RedisArgs, RedisTarget, SourceSpec, TargetError};
 use crate::telemetry::LogFormat;
 use crate::tools::{put, watch};
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -85,7 +86,7 @@ pub struct ServeArgs {
 
     /// Seconds between fallback polls of the key. Keyspace notifications push changes at
     /// once; the poll catches what Redis never notifies (FLUSHALL, restarts, resyncs).
-    #[arg(long, env = "REDIS_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    #[arg(long, env = "REDIS_INTERVAL", allow_negative_numbers = true, default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..=86400).map(|s| s as u64))]
     pub redis_interval: u64,
 
     /// Address the gRPC sync server and the management server bind to (0.0.0.0: every IPv4
@@ -141,7 +142,7 @@ pub struct ServeArgs {
 
     /// Refuse flag documents larger than this many bytes; the last good document stays.
     /// The default leaves room under the 4 MiB receive limit of gRPC clients.
-    #[arg(long, env = "REDIS_SYNC_MAX_PAYLOAD_BYTES", default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
+    #[arg(long, env = "REDIS_SYNC_MAX_PAYLOAD_BYTES", allow_negative_numbers = true, default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
 
     /// Send documents as stored instead of the form every client accepts (map form of
@@ -159,7 +160,12 @@ pub struct ServeArgs {
     pub context_values: Vec<(String, String)>,
 
     /// Seconds to let streams end and connections close after SIGTERM/SIGINT.
-    #[arg(long, env = "REDIS_SYNC_SHUTDOWN_GRACE", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "REDIS_SYNC_SHUTDOWN_GRACE",
+        allow_negative_numbers = true,
+        default_value_t = 10
+    )]
     pub shutdown_grace: u64,
 
     /// What to do when the flag key disappears (DEL, expiry, eviction, RENAME, FLUSHALL):
@@ -173,18 +179,39 @@ pub struct ServeArgs {
     pub snapshot_path: Option<PathBuf>,
 
     /// Refuse new SyncFlags streams beyond this many (RESOURCE_EXHAUSTED). 0: no limit.
-    #[arg(long, env = "REDIS_SYNC_MAX_STREAMS", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "REDIS_SYNC_MAX_STREAMS",
+        allow_negative_numbers = true,
+        default_value_t = 0
+    )]
     pub max_streams: u64,
+
+    /// Hold at most this many gRPC TCP connections; more are closed at once. 0: the
+    /// open-files limit (raised to its hard limit at start) less a reserve of 192 for
+    /// Redis, the management port (its own 64) and files.
+    #[arg(
+        long,
+        env = "REDIS_SYNC_MAX_CONNECTIONS",
+        allow_negative_numbers = true,
+        default_value_t = 0
+    )]
+    pub max_connections: usize,
 
     /// End each SyncFlags stream after about this many seconds (80-100%, jittered) with
     /// DEADLINE_EXCEEDED, so clients reconnect and load spreads after rolling restarts.
     /// 0: never.
-    #[arg(long, env = "REDIS_SYNC_MAX_STREAM_DURATION", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "REDIS_SYNC_MAX_STREAM_DURATION",
+        allow_negative_numbers = true,
+        default_value_t = 0
+    )]
     pub max_stream_duration: u64,
 
     /// Seconds between liveness PINGs on the Redis connection; a dead or black-holed
     /// connection is detected within this plus --redis-timeout.
-    #[arg(long, env = "REDIS_PING_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "REDIS_PING_INTERVAL", allow_negative_numbers = true, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=3600).map(|s| s as u64))]
     pub redis_ping_interval: u64,
 }
 
@@ -282,6 +309,7 @@ impl ServeArgs {
             max_streams: (self.max_streams != 0).then_some(self.max_streams),
             max_stream_duration: (self.max_stream_duration != 0)
                 .then(|| Duration::from_secs(self.max_stream_duration)),
+            max_connections: (self.max_connections != 0).then_some(self.max_connections),
             redis_timeout: self.redis.timeout(),
             redis_ping_interval: Duration::from_secs(self.redis_ping_interval),
         })

@@ -34,6 +34,8 @@ pub struct Config {
     pub snapshot_path: Option<PathBuf>,
     pub max_streams: Option<u64>,
     pub max_stream_duration: Option<Duration>,
+    /// `--max-connections` (`None`: derived from the open-files limit).
+    pub max_connections: Option<usize>,
     pub redis_timeout: Duration,
     pub redis_ping_interval: Duration,
 }

@@ -6,7 +6,6 @@
 //! 2 at least one file could not be read (wins over 1).
 
 use crate::flags;
-use std::io::Read;
 
 /// Every file was valid.
 pub const VALID: u8 = 0;
@@ -20,12 +19,7 @@ pub fn run(files: &[std::path::PathBuf], opts: &flags::Options) -> u8 {
     let mut code = VALID;
     for path in files {
         let name = path.display().to_string();
-        let bytes = if name == "-" {
-            let mut b = Vec::new();
-            std::io::stdin().read_to_end(&mut b).map(|_| b)
-        } else {
-            std::fs::read(path)
-        };
+        let bytes = crate::files::read_document(path, opts.max_bytes);
         match bytes {
             Err(e) => {
                 code = UNREADABLE;

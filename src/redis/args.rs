@@ -4,6 +4,7 @@
 
 use super::error::TargetError;
 use super::target::{RedisTarget, RedisTls};
+use clap::builder::TypedValueParser as _;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,7 +56,7 @@ pub struct RedisArgs {
     pub redis_tls_insecure: bool,
 
     /// Seconds allowed to connect to Redis and for any reply.
-    #[arg(long, env = "REDIS_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(long, env = "REDIS_TIMEOUT", allow_negative_numbers = true, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=300).map(|s| s as u64))]
     pub redis_timeout: u64,
 }
 
@@ -111,7 +112,7 @@ impl RedisArgs {
 
 /// The password in a `--redis-password-file`, without its trailing newline.
 fn password_file(path: &Path) -> Result<String, TargetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TargetError::File {
+    let text = crate::files::read_secret_string(path).map_err(|source| TargetError::File {
         flag: "--redis-password-file",
         path: path.display().to_string(),
         source,
@@ -125,7 +126,7 @@ fn password_file(path: &Path) -> Result<String, TargetError> {
 
 /// Checks that the file an option names can be opened.
 pub fn readable(flag: &'static str, path: &Path) -> Result<(), TargetError> {
-    std::fs::File::open(path)
+    crate::files::read_secret(path)
         .map(drop)
         .map_err(|source| TargetError::File {
             flag,

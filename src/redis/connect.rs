@@ -115,7 +115,7 @@ impl RedisTarget {
             return redis::Client::open(info);
         }
         let read = |flag: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|e| {
+            crate::files::read_secret(path).map_err(|e| {
                 redis::RedisError::from((
                     redis::ErrorKind::InvalidClientConfig,
                     "cannot read a TLS file",

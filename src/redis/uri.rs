@@ -235,8 +235,13 @@ impl RedisTarget {
             Some(s) => s
                 .parse::<i64>()
                 .ok()
-                .filter(|d| *d >= 0)
-                .ok_or_else(|| bad(format!("database must be a number >= 0, found {s:?}")))?,
+                .filter(|d| (0..=i64::from(i32::MAX)).contains(d))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "database must be a number from 0 to {} (most servers have 16: 0-15), found {s:?}",
+                        i32::MAX
+                    ))
+                })?,
         };
         let sources: Vec<SourceSpec> = keys
             .into_iter()

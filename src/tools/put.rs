@@ -15,7 +15,6 @@ use super::store::{self, StoreError};
 use super::wait::WaitError;
 use crate::flags;
 use crate::redis::{RedisTarget, Storage};
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -134,10 +133,13 @@ async fn run(args: &Request) -> Result<String, PutError> {
         }
         (None, Some(file)) => {
             let name = file.display().to_string();
-            let bytes = read_file(file).map_err(|source| PutError::Unreadable {
-                name: name.clone(),
-                source,
-            })?;
+            let bytes =
+                crate::files::read_document(file, args.documents.max_bytes).map_err(|source| {
+                    PutError::Unreadable {
+                        name: name.clone(),
+                        source,
+                    }
+                })?;
             (name, bytes, args.if_digest.clone())
         }
         (None, None) => return Err(PutError::NoDocument),
@@ -198,16 +200,6 @@ async fn run(args: &Request) -> Result<String, PutError> {
             c.elapsed.as_secs_f64()
         )),
         Err(source) => Err(PutError::NotConverged { stored, source }),
-    }
-}
-
-/// The file's bytes (`-`: standard input).
-fn read_file(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    if file == std::path::Path::new("-") {
-        let mut b = Vec::new();
-        std::io::stdin().read_to_end(&mut b).map(|_| b)
-    } else {
-        std::fs::read(file)
     }
 }
 

@@ -9,6 +9,7 @@ mod deploy;
 mod doctor;
 mod fleet;
 mod grpc_requests;
+mod hostile;
 mod observability;
 mod otlp;
 mod protocol;
