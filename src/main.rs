@@ -91,7 +91,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = shutdown_signal();
         // Inside the runtime: the OTLP exporters' gRPC channels need it.
-        let telemetry = telemetry::Telemetry::new()?;
+        let telemetry = match telemetry::Telemetry::new() {
+            Ok(t) => t,
+            // Before the logs are set up, stderr is the only place this can go.
+            Err(e) => {
+                eprintln!("flagd-redis-sync: {e:#}");
+                return Err(e);
+            }
+        };
         let tracer = telemetry.tracer();
         telemetry::init_logs(cli.serve.redis_log_format, cli.serve.debug, tracer);
         telemetry.log_otlp();
