@@ -83,7 +83,7 @@ impl Snapshot {
             .or_insert_with(|| {
                 let value = match selector {
                     Selector::FlagSet(want) => {
-                        crate::selector::flag_set(&self.doc.value, want.as_deref())
+                        crate::selector::flag_set(&self.doc.value(), want.as_deref())
                     }
                     // A source that is unknown or not loaded: an empty set, not an error.
                     _ => serde_json::json!({ "flags": {} }),
@@ -301,7 +301,7 @@ impl Hub {
         let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, source) in self.names.iter().zip(sources) {
             let Some(source) = source else { continue };
-            let value = &source.doc.value;
+            let value = &source.doc.value();
             let set_meta = value.get("metadata").and_then(Value::as_object);
             if let Some(map) = value.get("flags").and_then(Value::as_object) {
                 for (key, flag) in map {

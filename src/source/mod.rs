@@ -99,6 +99,9 @@ struct Source {
     /// Raw-payload digest of the last refused document, so a bad document left in
     /// Redis is logged once, not at every poll.
     last_refused: Option<flags::Digest>,
+    /// Its last accepted document's flags, validated: a change to one flag re-validates
+    /// that flag only (see `flags::Memo`).
+    memo: flags::Memo,
 }
 
 /// The sources' indexes grouped by the connection that watches them: all together,
@@ -178,6 +181,7 @@ impl Watcher {
                 index,
                 spec: cfg.redis.sources[index].clone(),
                 last_refused: None,
+                memo: flags::Memo::new(cfg.documents),
             })
             .collect();
         // This watcher's view of the target: its own keys (on a Cluster, one slot's).
@@ -518,9 +522,10 @@ impl Watcher {
 
     /// Validates a payload; refuses it with a log line, or returns the document.
     fn consider(&mut self, i: usize, bytes: &[u8]) -> Option<flags::Document> {
-        let parsed = match self.sources[i].spec.storage {
-            Storage::String => flags::parse(bytes, &self.documents),
-            Storage::Hash => flags::parse_hash(bytes, &self.documents),
+        let source = &mut self.sources[i];
+        let parsed = match source.spec.storage {
+            Storage::String => source.memo.parse(bytes),
+            Storage::Hash => source.memo.parse_hash(bytes),
         };
         match parsed {
             Ok(doc) => {
