@@ -91,6 +91,18 @@ enum SessionError {
     Moved(String),
 }
 
+/// Why a read happens.
+#[derive(Clone, Copy)]
+enum ReadCause {
+    /// The first read of a session.
+    First,
+    /// The poll timer, at this instant.
+    Polled(Instant),
+    /// A keyspace notification (or tracking invalidation) seen at this instant: the key
+    /// changed, read it whole.
+    Notified(Instant),
+}
+
 /// One source watched by a [`Watcher`].
 struct Source {
     /// Its index among all sources (the hub's order).
@@ -308,8 +320,14 @@ impl Watcher {
             .map(|s| Reader::new(s.spec.key.clone(), s.spec.storage))
             .collect();
         let everything: Vec<usize> = (0..self.sources.len()).collect();
-        self.read(&mut con, &mut readers, &everything, &placement, None)
-            .await?;
+        self.read(
+            &mut con,
+            &mut readers,
+            &everything,
+            &placement,
+            ReadCause::First,
+        )
+        .await?;
 
         // Sentinel's failover announcement, as a hint to move at once.
         let (mut hint_con, mut hints) = match placement.switch_hint(self.timing.timeout).await {
@@ -353,7 +371,7 @@ impl Watcher {
                     }
                     let which: Vec<usize> = (0..dirty.len()).filter(|&i| dirty[i]).collect();
                     if !which.is_empty() {
-                        self.read(&mut con, &mut readers, &which, &placement, Some(seen)).await?;
+                        self.read(&mut con, &mut readers, &which, &placement, ReadCause::Notified(seen)).await?;
                     }
                 }
                 hint = recv_hint(&mut hints) => {
@@ -371,7 +389,7 @@ impl Watcher {
                 }
                 _ = poll.tick() => {
                     self.metrics.polls.add(1, &[]);
-                    self.read(&mut con, &mut readers, &everything, &placement, Some(Instant::now())).await?;
+                    self.read(&mut con, &mut readers, &everything, &placement, ReadCause::Polled(Instant::now())).await?;
                 }
                 _ = ping.tick() => self.check_placement(&placement, &mut con, hint_con.as_mut()).await?,
             }
@@ -417,13 +435,21 @@ impl Watcher {
         readers: &mut [Reader],
         which: &[usize],
         placement: &Placement,
-        seen: Option<Instant>,
+        cause: ReadCause,
     ) -> Result<(), SessionError> {
+        let seen = match cause {
+            ReadCause::First => None,
+            ReadCause::Polled(at) | ReadCause::Notified(at) => Some(at),
+        };
         let mut updates = Vec::new();
         let mut valid = Vec::new();
         let mut missing = false;
         for &i in which {
-            let fetched = match readers[i].fetch(con).await {
+            let fetched = match cause {
+                ReadCause::Notified(_) => readers[i].fetch_changed(con).await,
+                _ => readers[i].fetch(con).await,
+            };
+            let fetched = match fetched {
                 Ok(f) => f,
                 Err(e) if is_connection_error(&e) => return Err(e.into()),
                 Err(e) if topology::is_redirect(&e) => {
