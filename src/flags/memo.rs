@@ -22,6 +22,7 @@
 
 use super::problem::{Problems, Seg};
 use super::{parse, shape, strict, Digest, Document, DocumentError, Options};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -88,23 +89,17 @@ impl Memo {
             return None;
         }
         let text = std::str::from_utf8(bytes).ok()?;
-        let top: BTreeMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-        let flags_raw = top.get("flags")?.get();
-        if !flags_raw.starts_with('{') {
-            return None;
-        }
-        let flags: BTreeMap<String, &RawValue> = serde_json::from_str(flags_raw).ok()?;
+        let Split { top, flags } = serde_json::from_str(text).ok()?;
+        let flags = flags?;
 
         // The document without its flags: shape and strict checks of the shared parts.
         let mut skeleton = Map::new();
-        for (k, raw) in &top {
-            if k != "flags" {
-                let v: Value = serde_json::from_str(raw.get()).ok()?;
-                if depth(&v) > MAX_PART_DEPTH {
-                    return None;
-                }
-                skeleton.insert(k.clone(), v);
+        for (k, raw) in top {
+            let v: Value = serde_json::from_str(raw.get()).ok()?;
+            if depth(&v) > MAX_PART_DEPTH {
+                return None;
             }
+            skeleton.insert(k, v);
         }
         skeleton.insert("flags".into(), Value::Object(Map::new()));
         let skeleton = Value::Object(skeleton);
@@ -151,7 +146,7 @@ impl Memo {
             pieces.push((name, piece));
         }
 
-        let canonical = assemble(top_map, &pieces, flags_raw.len());
+        let canonical = assemble(top_map, &pieces, bytes.len());
         if canonical.len() > self.opts.max_bytes {
             self.restore(same_rules, old, pieces);
             return None;
@@ -206,6 +201,91 @@ impl Memo {
             self.flags = old;
             self.flags.extend(pieces);
         }
+    }
+}
+
+/// A document split in one pass: its flags (the map form) and its other members, each as
+/// borrowed raw JSON. `flags` is `None` when the member is not a JSON object (or absent).
+struct Split<'a> {
+    top: BTreeMap<String, &'a RawValue>,
+    flags: Option<BTreeMap<String, &'a RawValue>>,
+}
+
+impl<'de> Deserialize<'de> for Split<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Top;
+        impl<'de> Visitor<'de> for Top {
+            type Value = Split<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a flag document")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Split<'de>, A::Error> {
+                let mut split = Split {
+                    top: BTreeMap::new(),
+                    flags: None,
+                };
+                // A repeated member: the last one counts, as when parsing a tree.
+                let mut seen_flags = false;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "flags" {
+                        seen_flags = true;
+                        split.flags = map.next_value::<FlagsMap<'de>>()?.0;
+                    } else {
+                        split.top.insert(key, map.next_value()?);
+                    }
+                }
+                if !seen_flags {
+                    split.flags = None;
+                }
+                Ok(split)
+            }
+        }
+        d.deserialize_map(Top)
+    }
+}
+
+/// `flags`: its members when it is an object; anything else is skipped.
+struct FlagsMap<'a>(Option<BTreeMap<String, &'a RawValue>>);
+
+impl<'de> Deserialize<'de> for FlagsMap<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Flags;
+        impl<'de> Visitor<'de> for Flags {
+            type Value = FlagsMap<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("flags")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlagsMap<'de>, A::Error> {
+                let mut flags = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    flags.insert(key, map.next_value()?);
+                }
+                Ok(FlagsMap(Some(flags)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FlagsMap<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(FlagsMap(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<FlagsMap<'de>, E> {
+                Ok(FlagsMap(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<FlagsMap<'de>, E> {
+                Ok(FlagsMap(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<FlagsMap<'de>, E> {
+                Ok(FlagsMap(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<FlagsMap<'de>, E> {
+                Ok(FlagsMap(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<FlagsMap<'de>, E> {
+                Ok(FlagsMap(None))
+            }
+            fn visit_unit<E>(self) -> Result<FlagsMap<'de>, E> {
+                Ok(FlagsMap(None))
+            }
+        }
+        d.deserialize_any(Flags)
     }
 }
 
