@@ -50,6 +50,8 @@ pub async fn run(
     let context = (!cfg.context.is_empty()).then(|| string_struct(&cfg.context));
     let names = cfg.redis.sources.iter().map(|s| s.name.clone()).collect();
     let hub = Arc::new(Hub::new(names, context));
+    let fleet = crate::fleet::Fleet::new();
+    let _fleet_metrics = crate::fleet::metrics(&telemetry.provider, fleet.clone(), hub.clone());
 
     // Certificates and tokens first: a bad file fails before any port is open.
     let tls = match &cfg.tls {
@@ -152,7 +154,8 @@ pub async fn run(
         metrics.clone(),
         streams_stop.clone(),
         &cfg,
-    );
+    )
+    .with_fleet(fleet.clone());
     let builder = || {
         Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -237,11 +240,12 @@ pub async fn run(
     // Management HTTP.
     let mgmt_task = match mgmt_listener {
         Some(listener) => {
-            info!(addr = %listener.local_addr()?, "management endpoints: /healthz /readyz /metrics");
+            info!(addr = %listener.local_addr()?, "management endpoints: /healthz /readyz /metrics /fleet /changes");
             let app = crate::http::router(crate::http::Mgmt {
                 status: status.clone(),
                 hub: hub.clone(),
                 telemetry: telemetry.clone(),
+                fleet: fleet.clone(),
             });
             let stop = mgmt_stop.clone();
             Some(tokio::spawn(async move {

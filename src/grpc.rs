@@ -5,6 +5,7 @@
 //! client (the Node provider in particular) reconnects instead of keeping stale flags.
 
 use crate::config::Config;
+use crate::fleet::{Client, Fleet, Registration};
 use crate::hub::{Hub, View};
 use crate::selector::Selector;
 use crate::status::Status as Health;
@@ -38,6 +39,8 @@ pub struct SyncService {
     max_streams: Option<u64>,
     /// `--max-stream-duration`.
     max_duration: Option<Duration>,
+    /// Every open stream (the fleet view).
+    fleet: Arc<Fleet>,
 }
 
 impl SyncService {
@@ -56,7 +59,14 @@ impl SyncService {
             metadata: string_struct(&cfg.context),
             max_streams: cfg.max_streams,
             max_duration: cfg.max_stream_duration,
+            fleet: Fleet::new(),
         }
+    }
+
+    /// Registers streams in `fleet` (shared with `/fleet` and the metrics).
+    pub fn with_fleet(mut self, fleet: Arc<Fleet>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     /// Refuses a new stream beyond `--max-streams`.
@@ -81,11 +91,18 @@ impl SyncService {
 
     /// Streams `pick(view)` for the selector: the current view at once (or the first
     /// one as soon as it exists), then each changed view.
-    fn updates<T: Send + 'static>(&self, selector: Selector, pick: fn(&View) -> T) -> BoxStream<T> {
+    fn updates<T: Send + 'static>(
+        &self,
+        selector: Selector,
+        client: Client,
+        pick: fn(&View) -> T,
+    ) -> BoxStream<T> {
+        let fleet = self.fleet.register(client, selector.clone());
         // Subscribe before reading the current snapshot: nothing can slip between.
         let rx = self.hub.subscribe();
         let first = self.hub.current();
         let state = StreamState {
+            fleet,
             hub: self.hub.clone(),
             rx,
             first,
@@ -100,6 +117,7 @@ impl SyncService {
             if st.ended {
                 return None;
             }
+            st.fleet.stream.taken();
             loop {
                 let snap = match st.first.take() {
                     Some(s) => s,
@@ -127,6 +145,7 @@ impl SyncService {
                     continue;
                 }
                 st.last = Some(view.digest);
+                st.fleet.stream.handed(&view.digest);
                 st._guard.metrics.pushes.add(1, &[]);
                 return Some((Ok(pick(&view)), st));
             }
@@ -143,6 +162,7 @@ impl SyncService {
 }
 
 struct StreamState {
+    fleet: Registration,
     hub: Arc<Hub>,
     rx: tokio::sync::broadcast::Receiver<Arc<crate::hub::Snapshot>>,
     first: Option<Arc<crate::hub::Snapshot>>,
@@ -183,6 +203,32 @@ impl Drop for StreamGuard {
     }
 }
 
+/// Who opened a stream: peer address (or the Unix socket), provider id, user agent.
+fn client<T>(req: &Request<T>, provider_id: &str) -> Client {
+    let peer = match req.remote_addr() {
+        Some(a) => a.to_string(),
+        None if req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .is_some() =>
+        {
+            "unix".to_string()
+        }
+        None => String::new(),
+    };
+    let user_agent = req
+        .metadata()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Client {
+        peer,
+        provider_id: provider_id.to_string(),
+        user_agent,
+    }
+}
+
 /// The selector from the `flagd-selector` header, else from the request body.
 fn selector<T>(req: &Request<T>, body: &str) -> Result<Selector, Status> {
     let header = req
@@ -209,7 +255,8 @@ impl flagd::flag_sync_service_server::FlagSyncService for SyncService {
         self.admit()?;
         let sel = selector(&request, &request.get_ref().selector)?;
         debug!(provider_id = %request.get_ref().provider_id, selector = ?sel, "SyncFlags stream opened");
-        Ok(Response::new(self.updates(sel, |v| v.v1.clone())))
+        let who = client(&request, &request.get_ref().provider_id);
+        Ok(Response::new(self.updates(sel, who, |v| v.v1.clone())))
     }
 
     #[tracing::instrument(name = "flagd.sync.v1.FlagSyncService/FetchAllFlags", skip_all)]
@@ -245,7 +292,8 @@ impl legacy::flag_sync_service_server::FlagSyncService for SyncService {
     ) -> Result<Response<Self::SyncFlagsStream>, Status> {
         self.admit()?;
         let sel = selector(&request, &request.get_ref().selector)?;
-        Ok(Response::new(self.updates(sel, |v| v.legacy.clone())))
+        let who = client(&request, &request.get_ref().provider_id);
+        Ok(Response::new(self.updates(sel, who, |v| v.legacy.clone())))
     }
 
     #[tracing::instrument(name = "sync.v1.FlagSyncService/FetchAllFlags", skip_all)]

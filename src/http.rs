@@ -1,5 +1,6 @@
 //! Management HTTP: `/healthz` (the process answers), `/readyz` (a valid document is
-//! loaded, the gRPC port listens and no shutdown is under way) and `/metrics`.
+//! loaded, the gRPC port listens and no shutdown is under way), `/metrics`, `/fleet`
+//! (src/fleet_http.rs) and `/changes` (src/changes_http.rs).
 
 use crate::hub::Hub;
 use crate::status::{KeyState, RedisState, Status, Trigger};
@@ -18,6 +19,8 @@ pub struct Mgmt {
     pub status: Arc<Status>,
     pub hub: Arc<Hub>,
     pub telemetry: Arc<Telemetry>,
+    /// Every open stream (`/fleet`).
+    pub fleet: Arc<crate::fleet::Fleet>,
 }
 
 /// The body of `/readyz`. Never holds a secret: the Redis error is the client's own
@@ -53,7 +56,12 @@ pub fn router(state: Mgmt) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::changes_http::routes(state.hub.clone()))
+        .merge(crate::fleet_http::routes(crate::fleet_http::FleetState {
+            hub: state.hub,
+            fleet: state.fleet,
+        }))
 }
 
 async fn readyz(State(m): State<Mgmt>) -> impl IntoResponse {

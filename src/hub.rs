@@ -149,6 +149,8 @@ pub struct Hub {
     pub context: Option<prost_types::Struct>,
     /// Source names in precedence order (later wins a flag-name clash).
     pub names: Vec<String>,
+    /// What each accepted document changed, and the last few documents (`/changes`).
+    pub changes: crate::changes::History,
 }
 
 impl Hub {
@@ -167,6 +169,7 @@ impl Hub {
             preloaded: Default::default(),
             context,
             names,
+            changes: Default::default(),
         }
     }
 
@@ -191,6 +194,8 @@ impl Hub {
             {
                 continue;
             }
+            let previous = state.docs[i].as_ref().map(|s| &*s.doc);
+            self.changes.record(&self.names[i], previous, &doc);
             let view = doc_view(&doc, self.context.as_ref());
             state.docs[i] = Some(Arc::new(SourceDoc {
                 doc: Arc::new(doc),

@@ -10,6 +10,8 @@
 //! - [`source`]: the Redis session: notifications, polls, reconnects.
 //! - [`flags`]: documents, pure and synchronous.
 //! - [`hub`]: the current snapshot and its fan-out.
+//! - [`changes`]: what each accepted document changed; the last documents (`/changes`).
+//! - [`fleet`]: every open stream and whether it has the current flags (`/fleet`).
 //! - [`grpc`]: `flagd.sync.v1` and legacy `sync.v1` services.
 //! - [`http`], [`status`], [`telemetry`]: health, readiness, metrics, logs.
 //! - [`app`]: start-up and shutdown.
@@ -21,9 +23,13 @@
 
 pub mod app;
 pub mod auth;
+pub mod changes;
+pub mod changes_http;
 pub mod config;
 pub mod doctor;
 pub mod flags;
+pub mod fleet;
+pub mod fleet_http;
 pub mod grpc;
 pub mod http;
 pub mod hub;

@@ -3,7 +3,8 @@
 //! A throw-away redis-server seeded with `docs/examples/flags.json`, the real
 //! `flagd-redis-sync` binary, and a real `flagd.sync.v1` client: the initial document
 //! arrives, a change stored in Redis arrives, and how long each change took to reach the
-//! client is printed. Exits 0 when everything worked, 1 otherwise.
+//! client is printed; last, `put --wait` stores one more change and prints how long it
+//! took until every client had it. Exits 0 when everything worked, 1 otherwise.
 
 use anyhow::{ensure, Context, Result};
 use integration::{RedisServer, Service};
@@ -125,6 +126,47 @@ async fn exercise(
         "/metrics answered {code} without flagd_redis_sync metrics"
     );
     println!("smoke: /readyz 200, /metrics 200");
+    put_and_wait(redis, svc, doc).await
+}
+
+/// Stores one more change with `put --wait`, as a CI pipeline would, and prints how long
+/// it took until every client had it.
+async fn put_and_wait(redis: &RedisServer, svc: &Service, doc: &mut Value) -> Result<()> {
+    doc["flags"][FLAG]["defaultVariant"] = Value::from("sale");
+    doc["flags"][FLAG]["metadata"] = serde_json::json!({"smoke": "put --wait"});
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("flags.json");
+    std::fs::write(&file, serde_json::to_string_pretty(doc)?)?;
+    let service = format!("http://127.0.0.1:{}", svc.mgmt_port);
+    let mut put = tokio::process::Command::new(integration::binary());
+    put.args([
+        "put",
+        "--redis-uri",
+        &redis.uri(KEY),
+        "--wait",
+        "--service",
+        &service,
+    ])
+    .arg(&file)
+    .kill_on_drop(true);
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(60), put.output())
+        .await
+        .context("put --wait did not end within 60 s")??;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "put --wait failed: {text}");
+    let converged = text
+        .lines()
+        .find(|l| l.starts_with("every client has it"))
+        .with_context(|| format!("put --wait printed no convergence line: {text}"))?;
+    println!(
+        "smoke: put --wait: {converged} (the whole command: {})",
+        ms(started.elapsed())
+    );
     Ok(())
 }
 

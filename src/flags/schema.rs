@@ -113,11 +113,6 @@ pub fn check(part: Part, value: &Value, pointer: &str, flag: Option<&str>) -> Op
     })
 }
 
-/// Compiles the schemas now (start-up), rather than at the first document.
-pub fn warm_up() {
-    LazyLock::force(&SCHEMAS);
-}
-
 /// Inside an `anyOf` / `oneOf` failure, the branch with the fewest errors (the form the
 /// author meant: a boolean flag with a bad rule fails the boolean branch on the rule
 /// only, the number branch on every variant too) and, between those, the error deepest in

@@ -330,15 +330,13 @@ mod tests {
                 ),
             ),
             (
-                format!(
-                    r#"{{"$evaluators":{{"a":{{"!":{{"$ref":"b"}}}},"b":{{"!":{{"$ref":"a"}}}}}},"flags":{{}}}}"#
-                ),
+                r#"{"$evaluators":{"a":{"!":{"$ref":"b"}},"b":{"!":{"$ref":"a"}}},"flags":{}}"#
+                    .to_string(),
                 (ProblemKind::RefCycle, "/$evaluators/a/!/$ref"),
             ),
             (
-                format!(
-                    r#"{{"$evaluators":{{"a":{{"==":[1,1]}},"b":{{"!":{{"$ref":"a"}}}}}},"flags":{{}}}}"#
-                ),
+                r#"{"$evaluators":{"a":{"==":[1,1]},"b":{"!":{"$ref":"a"}}},"flags":{}}"#
+                    .to_string(),
                 (ProblemKind::RefOrder, "/$evaluators/b/!/$ref"),
             ),
             (

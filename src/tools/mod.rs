@@ -3,8 +3,12 @@
 //! receives), `healthcheck` (probe `/readyz`), and the generated configuration reference.
 
 pub mod confdoc;
+pub mod fleet_client;
+pub mod fleet_watch;
 pub mod healthcheck;
 pub mod put;
+pub mod restore;
+pub mod wait;
 pub mod watch;
 
 use std::process::ExitCode;

@@ -5,7 +5,8 @@
 //!
 //! Exit codes: 0 stored; 1 refused (invalid document, or `--if-digest` did not match);
 //! 2 the file cannot be read; 3 Redis failed (unreachable, authentication, NOPERM);
-//! 64 bad command line (`--redis-uri`).
+//! 4 stored, but `--wait` saw streams still behind at `--wait-timeout`; 5 a service's
+//! management port failed (`--restore`); 64 bad command line (`--redis-uri`, `--service`).
 
 use crate::config::{RedisAddr, RedisTarget, RedisTls};
 use crate::flags::{self, Digest};
@@ -56,8 +57,13 @@ pub struct PutArgs {
     )]
     pub redis_key_path: Option<PathBuf>,
 
-    /// The flag document (`-` reads standard input).
-    pub file: PathBuf,
+    /// The flag document (`-` reads standard input); not with --restore.
+    #[arg(required_unless_present = "restore")]
+    pub file: Option<PathBuf>,
+
+    /// `--wait`, `--service`, `--wait-timeout`, `--restore` (src/tools/wait.rs).
+    #[command(flatten)]
+    pub fleet: super::wait::FleetArgs,
 
     /// Store only if the key's current document has this digest (the full SHA-256 or a
     /// prefix of at least 12 hex digits, as `/readyz`, `watch` and `put` print it), so two
@@ -94,6 +100,12 @@ enum PutError {
     Redis(String),
     #[error("{0}")]
     Usage(String),
+    /// Stored, but not every client had it within --wait-timeout.
+    #[error("{0}")]
+    NotConverged(String),
+    /// A service's management port failed (fetching the document to restore).
+    #[error("{0}")]
+    Service(String),
 }
 
 impl PutError {
@@ -103,6 +115,8 @@ impl PutError {
             PutError::Unreadable(_) => 2,
             PutError::Redis(_) => 3,
             PutError::Usage(_) => super::EX_USAGE,
+            PutError::NotConverged(_) => 4,
+            PutError::Service(_) => 5,
         }
     }
 }
@@ -168,17 +182,36 @@ fn target(args: &PutArgs, env: impl Fn(&str) -> Option<String>) -> Result<RedisT
 
 async fn run(args: &PutArgs) -> Result<String, PutError> {
     let target = target(args, |k| std::env::var(k).ok()).map_err(PutError::Usage)?;
-    if let Some(want) = &args.if_digest {
+    if let Some(want) = args.if_digest.iter().chain(&args.fleet.restore).next() {
         check_digest_arg(want).map_err(PutError::Usage)?;
     }
-    let name = args.file.display().to_string();
-    let bytes = if name == "-" {
-        let mut b = Vec::new();
-        std::io::stdin().read_to_end(&mut b).map(|_| b)
-    } else {
-        std::fs::read(&args.file)
-    }
-    .map_err(|e| PutError::Unreadable(format!("{name}: cannot read: {e}")))?;
+    // Every --service is checked (and resolved) before anything is stored.
+    let services = super::wait::resolve(&args.fleet.services)
+        .await
+        .map_err(|e| PutError::Usage(e.to_string()))?;
+    let fleet = super::fleet_client::FleetClient::default();
+    let (name, bytes, if_digest) = match (&args.fleet.restore, &args.file) {
+        (Some(digest), _) => {
+            let r = super::restore::fetch(&fleet, &services[0], digest)
+                .await
+                .map_err(|e| {
+                    PutError::Service(format!("cannot fetch the document to restore: {e}"))
+                })?;
+            (r.name, r.bytes, args.if_digest.clone().or(r.expected))
+        }
+        (None, Some(file)) => {
+            let name = file.display().to_string();
+            let bytes = if name == "-" {
+                let mut b = Vec::new();
+                std::io::stdin().read_to_end(&mut b).map(|_| b)
+            } else {
+                std::fs::read(file)
+            }
+            .map_err(|e| PutError::Unreadable(format!("{name}: cannot read: {e}")))?;
+            (name, bytes, args.if_digest.clone())
+        }
+        (None, None) => return Err(PutError::Usage("give a FILE or --restore DIGEST".into())),
+    };
     let opts = flags::Options {
         max_bytes: args.max_payload_bytes,
         normalize: !args.no_normalize,
@@ -193,6 +226,9 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
             .collect();
         PutError::Refused(lines.join("\n"))
     })?;
+    for line in doc.warnings.lines() {
+        eprintln!("{name}: warning (strict would refuse): {line}");
+    }
 
     let timeout = Duration::from_secs(args.redis_timeout);
     let redis_err = |e: redis::RedisError| PutError::Redis(format!("redis {target}: {e}"));
@@ -211,7 +247,7 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
         .await
         .map_err(redis_err)?;
 
-    match &args.if_digest {
+    match &if_digest {
         None => {
             redis::cmd("SET")
                 .arg(&target.key)
@@ -254,13 +290,26 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
             }
         }
     }
-    Ok(format!(
+    let stored = format!(
         "stored {name} in key {:?}: {} flags, {} bytes, digest {}",
         target.key,
         doc.flag_count,
         bytes.len(),
         doc.digest
-    ))
+    );
+    if !args.fleet.wait {
+        return Ok(stored);
+    }
+    let timeout = Duration::from_secs(args.fleet.wait_timeout);
+    match super::wait::wait(&fleet, &services, &doc.digest.to_string(), timeout).await {
+        Ok(c) => Ok(format!(
+            "{stored}\nevery client has it: {} streams on {} services in {:.3}s",
+            c.streams,
+            c.services,
+            c.elapsed.as_secs_f64()
+        )),
+        Err(e) => Err(PutError::NotConverged(format!("{stored}\nbut {e}"))),
+    }
 }
 
 /// The digest the service would give the stored value: of its canonical form when it is

@@ -19,8 +19,16 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
     /// The sync server: HOST:PORT (e.g. localhost:8016), http://HOST:PORT, or
-    /// https://HOST:PORT for TLS (with --ca-path).
-    pub target: String,
+    /// https://HOST:PORT for TLS (with --ca-path). Not with --fleet.
+    #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
+    pub target: Option<String>,
+
+    /// Instead of a stream: print each service's fleet view (GET /fleet: digest, streams
+    /// current / behind / stalled, and the streams not current) every second. A
+    /// management-port URL, http://HOST:PORT (repeatable; a host name with several
+    /// addresses means each). Ends after --count rounds.
+    #[arg(long, value_name = "URL")]
+    pub fleet: Vec<String>,
 
     /// PEM CA certificate(s) to verify the server's certificate with; turns TLS on.
     #[arg(long, value_name = "FILE")]
@@ -141,14 +149,21 @@ pub fn endpoint_uri(target: &str, tls: bool) -> Result<String, String> {
 }
 
 pub fn main(args: &WatchArgs) -> ExitCode {
+    if !args.fleet.is_empty() {
+        return super::block_on(
+            "watch",
+            super::fleet_watch::run(&args.fleet, args.json, args.count),
+        );
+    }
     super::block_on("watch", run(args))
 }
 
 /// The endpoint (with TLS when asked) and the token, or a usage error.
 fn prepare(args: &WatchArgs) -> Result<(Endpoint, Option<String>), String> {
-    let uri = endpoint_uri(&args.target, args.ca_path.is_some())?;
+    let target = args.target.as_deref().unwrap_or_default();
+    let uri = endpoint_uri(target, args.ca_path.is_some())?;
     let mut endpoint = Endpoint::from_shared(uri.clone())
-        .map_err(|e| format!("target {:?}: {e}", args.target))?
+        .map_err(|e| format!("target {target:?}: {e}"))?
         .connect_timeout(Duration::from_secs(args.connect_timeout));
     if let Some(ca) = &args.ca_path {
         let pem = std::fs::read(ca)
@@ -191,7 +206,11 @@ async fn run(args: &WatchArgs) -> ExitCode {
     let channel = match endpoint.connect().await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cannot connect to {}: {}", args.target, error_chain(&e));
+            eprintln!(
+                "cannot connect to {}: {}",
+                args.target.as_deref().unwrap_or_default(),
+                error_chain(&e)
+            );
             return ExitCode::FAILURE;
         }
     };

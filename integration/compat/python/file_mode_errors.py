@@ -18,34 +18,16 @@ Usage: file_mode_errors.py [--timeout SECONDS] FILE...
 import argparse
 import json
 import os
-import sys
 import threading
 
-DEFAULTS = {"bool": False, "string": "<default>", "int": -1, "float": -1.0, "object": {}}
+# Same directory: the type rules and code defaults of the equivalence check.
+from offline_equivalence import DEFAULTS, flag_type, out
 
 # The attributes the documents under integration/validation target.
 CONTEXTS = {
     "empty": (None, {}),
     "user": ("user-1", {"email": "a@example.com", "version": "1.2.0", "color": "red"}),
 }
-
-
-def out(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def flag_type(flag: dict) -> str:
-    values = list((flag.get("variants") or {}).values())
-    if values and all(isinstance(v, bool) for v in values):
-        return "bool"
-    if values and all(isinstance(v, str) for v in values):
-        return "string"
-    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "int"
-    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return "float"
-    return "object"
 
 
 def main() -> None:
@@ -82,13 +64,9 @@ def main() -> None:
         errors = []
         for key, flag in (flags.items() if isinstance(flags, dict) else []):
             kind = flag_type(flag)
-            getter = {
-                "bool": client.get_boolean_details,
-                "string": client.get_string_details,
-                "int": client.get_integer_details,
-                "float": client.get_float_details,
-                "object": client.get_object_details,
-            }[kind]
+            # get_boolean_details, get_string_details, get_integer_details, ...
+            method = {"bool": "boolean", "int": "integer"}.get(kind, kind)
+            getter = getattr(client, f"get_{method}_details")
             for ctx_name, ctx in contexts.items():
                 d = getter(key, DEFAULTS[kind], ctx)
                 if d.error_code is not None or str(d.reason) == "Reason.ERROR":

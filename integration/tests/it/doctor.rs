@@ -793,6 +793,8 @@ fn the_dashboard_and_the_alerts_cover_what_the_issue_asks() {
         "flagd_redis_sync_redis_reconnects_total",
         "flagd_redis_sync_document_last_change_seconds",
         "flagd_redis_sync_doctor_findings",
+        "flagd_redis_sync_streams_state",
+        "flagd_redis_sync_streams_oldest_behind_seconds",
     ] {
         assert!(exprs.contains(want), "the dashboard does not show {want}");
     }
@@ -814,6 +816,11 @@ fn the_dashboard_and_the_alerts_cover_what_the_issue_asks() {
         "streams dropped to zero"
     );
     assert!(rule("flagd_redis_sync_doctor_findings"), "doctor findings");
+    assert!(rule("flagd_redis_sync_streams_state"), "stalled streams");
+    assert!(
+        rule("flagd_redis_sync_streams_oldest_behind_seconds"),
+        "streams behind"
+    );
 }
 
 #[tokio::test]

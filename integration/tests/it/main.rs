@@ -7,6 +7,7 @@ mod compat_testbed;
 mod core;
 mod deploy;
 mod doctor;
+mod fleet;
 mod observability;
 mod otlp;
 mod protocol;
