@@ -19,7 +19,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::{error, info, warn};
 
@@ -49,7 +48,7 @@ pub async fn run(
     let status = Arc::new(Status::default());
     let context = (!cfg.context.is_empty()).then(|| string_struct(&cfg.context));
     let names = cfg.redis.sources.iter().map(|s| s.name.clone()).collect();
-    let hub = Arc::new(Hub::new(names, context));
+    let hub = Arc::new(Hub::new(names, context).with_max_bytes(cfg.documents.max_bytes));
     let fleet = crate::fleet::Fleet::new();
     let _fleet_metrics = crate::fleet::metrics(&telemetry.provider, fleet.clone(), hub.clone());
 
@@ -185,13 +184,30 @@ pub async fn run(
         None => None,
     };
     let stop = streams_stop.clone();
+    let open_files = crate::conn::raise_open_files_limit();
+    let max_connections = cfg
+        .max_connections
+        .unwrap_or_else(|| crate::conn::default_max_connections(open_files));
+    info!(
+        max_connections,
+        open_files, "gRPC connection budget (--max-connections)"
+    );
+    let refused = metrics.grpc_refused.clone();
+    let grpc_acceptor = grpc_listener.map(|l| {
+        crate::conn::Acceptor::new(l, max_connections, "gRPC", move || {
+            refused.add(
+                1,
+                &[opentelemetry::KeyValue::new("reason", "connection_limit")],
+            )
+        })
+    });
     let mut tcp_builder = builder();
-    let tcp_server = match (grpc_listener, &tls) {
+    let tcp_server = match (grpc_acceptor, &tls) {
         (None, _) => None,
         // Handshakes done here, so that rotated certificates are picked up.
-        (Some(listener), Some(tls)) => {
+        (Some(acceptor), Some(tls)) => {
             let incoming = crate::tls::incoming(
-                listener,
+                acceptor,
                 tls.clone(),
                 stop.clone(),
                 metrics.grpc_refused.clone(),
@@ -201,8 +217,8 @@ pub async fn run(
                     .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
             ))
         }
-        (Some(listener), None) => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        (Some(acceptor), None) => {
+            let incoming = crate::conn::incoming(acceptor, stop.clone());
             Some(tokio::spawn(
                 routes(&mut tcp_builder)
                     .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
@@ -248,6 +264,12 @@ pub async fn run(
                 fleet: fleet.clone(),
             });
             let stop = mgmt_stop.clone();
+            let listener = crate::conn::ManagementListener(crate::conn::Acceptor::new(
+                listener,
+                crate::conn::MANAGEMENT_MAX_CONNECTIONS,
+                "management",
+                || {},
+            ));
             Some(tokio::spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stop.cancelled().await })

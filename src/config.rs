@@ -5,6 +5,7 @@
 //! (`--redis-uri` -> `REDIS_URI`, `--management-port` -> `REDIS_SYNC_MANAGEMENT_PORT`).
 //! Errors are one line a person can act on; they never contain a password.
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::fmt;
 use std::net::IpAddr;
@@ -112,7 +113,7 @@ pub struct ServeArgs {
 
     /// Seconds between fallback polls of the key. Keyspace notifications push changes at
     /// once; the poll catches what Redis never notifies (FLUSHALL, restarts, resyncs).
-    #[arg(long, env = "REDIS_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    #[arg(long, env = "REDIS_INTERVAL", allow_negative_numbers = true, default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..=86400).map(|s| s as u64))]
     pub redis_interval: u64,
 
     /// Address the gRPC sync server and the management server bind to (0.0.0.0: every IPv4
@@ -168,7 +169,7 @@ pub struct ServeArgs {
 
     /// Refuse flag documents larger than this many bytes; the last good document stays.
     /// The default leaves room under the 4 MiB receive limit of gRPC clients.
-    #[arg(long, env = "REDIS_SYNC_MAX_PAYLOAD_BYTES", default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
+    #[arg(long, env = "REDIS_SYNC_MAX_PAYLOAD_BYTES", allow_negative_numbers = true, default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
 
     /// Send documents as stored instead of the form every client accepts (map form of
@@ -186,7 +187,12 @@ pub struct ServeArgs {
     pub context_values: Vec<(String, String)>,
 
     /// Seconds to let streams end and connections close after SIGTERM/SIGINT.
-    #[arg(long, env = "REDIS_SYNC_SHUTDOWN_GRACE", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "REDIS_SYNC_SHUTDOWN_GRACE",
+        allow_negative_numbers = true,
+        default_value_t = 10
+    )]
     pub shutdown_grace: u64,
 
     /// What to do when the flag key disappears (DEL, expiry, eviction, RENAME, FLUSHALL):
@@ -200,22 +206,43 @@ pub struct ServeArgs {
     pub snapshot_path: Option<PathBuf>,
 
     /// Refuse new SyncFlags streams beyond this many (RESOURCE_EXHAUSTED). 0: no limit.
-    #[arg(long, env = "REDIS_SYNC_MAX_STREAMS", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "REDIS_SYNC_MAX_STREAMS",
+        allow_negative_numbers = true,
+        default_value_t = 0
+    )]
     pub max_streams: u64,
+
+    /// Hold at most this many gRPC TCP connections; more are closed at once. 0: the
+    /// open-files limit (raised to its hard limit at start) less a reserve of 192 for
+    /// Redis, the management port (its own 64) and files.
+    #[arg(
+        long,
+        env = "REDIS_SYNC_MAX_CONNECTIONS",
+        allow_negative_numbers = true,
+        default_value_t = 0
+    )]
+    pub max_connections: usize,
 
     /// End each SyncFlags stream after about this many seconds (80-100%, jittered) with
     /// DEADLINE_EXCEEDED, so clients reconnect and load spreads after rolling restarts.
     /// 0: never.
-    #[arg(long, env = "REDIS_SYNC_MAX_STREAM_DURATION", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "REDIS_SYNC_MAX_STREAM_DURATION",
+        allow_negative_numbers = true,
+        default_value_t = 0
+    )]
     pub max_stream_duration: u64,
 
     /// Seconds allowed to connect to Redis and for any reply.
-    #[arg(long, env = "REDIS_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(long, env = "REDIS_TIMEOUT", allow_negative_numbers = true, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=300).map(|s| s as u64))]
     pub redis_timeout: u64,
 
     /// Seconds between liveness PINGs on the Redis connection; a dead or black-holed
     /// connection is detected within this plus --redis-timeout.
-    #[arg(long, env = "REDIS_PING_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "REDIS_PING_INTERVAL", allow_negative_numbers = true, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=3600).map(|s| s as u64))]
     pub redis_ping_interval: u64,
 }
 
@@ -253,6 +280,8 @@ pub struct Config {
     pub snapshot_path: Option<PathBuf>,
     pub max_streams: Option<u64>,
     pub max_stream_duration: Option<Duration>,
+    /// `--max-connections` (`None`: derived from the open-files limit).
+    pub max_connections: Option<usize>,
     pub redis_timeout: Duration,
     pub redis_ping_interval: Duration,
 }
@@ -294,7 +323,8 @@ impl ServeArgs {
         }
         if redis.sources.is_empty() {
             return Err(ConfigError::Uri(
-                "no key: add ?key=NAME (the Redis key that holds the flag document) or give                  --source NAME=KEY"
+                "no key: add ?key=NAME (the Redis key that holds the flag document) or give \
+                 --source NAME=KEY"
                     .into(),
             ));
         }
@@ -362,6 +392,7 @@ impl ServeArgs {
             max_streams: (self.max_streams != 0).then_some(self.max_streams),
             max_stream_duration: (self.max_stream_duration != 0)
                 .then(|| Duration::from_secs(self.max_stream_duration)),
+            max_connections: (self.max_connections != 0).then_some(self.max_connections),
             redis_timeout: Duration::from_secs(self.redis_timeout),
             redis_ping_interval: Duration::from_secs(self.redis_ping_interval),
         })
@@ -400,7 +431,7 @@ impl ServeArgs {
 
 /// The password in a `--redis-password-file`, without its trailing newline.
 fn password_file(path: &std::path::Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+    let text = crate::files::read_secret_string(path).map_err(|source| ConfigError::File {
         flag: "--redis-password-file",
         path: path.display().to_string(),
         source,
@@ -416,7 +447,7 @@ fn password_file(path: &std::path::Path) -> Result<String, ConfigError> {
 }
 
 fn readable(flag: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
-    std::fs::File::open(path)
+    crate::files::read_secret(path)
         .map(drop)
         .map_err(|source| ConfigError::File {
             flag,
@@ -862,8 +893,13 @@ impl RedisTarget {
             Some(s) => s
                 .parse::<i64>()
                 .ok()
-                .filter(|d| *d >= 0)
-                .ok_or_else(|| bad(format!("database must be a number >= 0, found {s:?}")))?,
+                .filter(|d| (0..=i64::from(i32::MAX)).contains(d))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "database must be a number from 0 to {} (most servers have 16: 0-15), found {s:?}",
+                        i32::MAX
+                    ))
+                })?,
         };
         let sources: Vec<SourceSpec> = keys
             .into_iter()
@@ -1014,7 +1050,7 @@ impl RedisTarget {
             return redis::Client::open(info);
         }
         let read = |flag: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|e| {
+            crate::files::read_secret(path).map_err(|e| {
                 redis::RedisError::from((
                     redis::ErrorKind::InvalidClientConfig,
                     "cannot read a TLS file",

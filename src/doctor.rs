@@ -111,7 +111,7 @@ impl DoctorArgs {
                 )
             }
             (Some(path), None) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
+                let text = crate::files::read_secret_string(path).map_err(|e| {
                     format!("--redis-password-file: cannot read {}: {e}", path.display())
                 })?;
                 let pw = text.trim_end_matches(['\n', '\r']);

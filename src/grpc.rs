@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// The header flagd's clients use for the selector; it wins over the request body.
 const SELECTOR_HEADER: &str = "flagd-selector";
@@ -69,6 +69,20 @@ impl SyncService {
         self
     }
 
+    /// Counts a `source=` selector naming no configured source (flagd answers it with an
+    /// empty set, and so do we), and logs each such name once.
+    fn note_unknown_source(&self, selector: &Selector) {
+        if let Selector::Source(name) = selector {
+            if !self.hub.names.contains(name) {
+                self.metrics.unknown_source.add(1, &[]);
+                if self.hub.first_unknown_source(name) {
+                    warn!(selector = ?name, sources = ?self.hub.names,
+                        "a client asked for a source that is not configured; it gets an empty flag set");
+                }
+            }
+        }
+    }
+
     /// Refuses a new stream beyond `--max-streams`.
     fn admit(&self) -> Result<(), Status> {
         match self.max_streams {
@@ -98,6 +112,7 @@ impl SyncService {
         pick: fn(&View) -> T,
     ) -> BoxStream<T> {
         let fleet = self.fleet.register(client, selector.clone());
+        self.note_unknown_source(&selector);
         // Subscribe before reading the current snapshot: nothing can slip between.
         let rx = self.hub.subscribe();
         let first = self.hub.current();
@@ -153,6 +168,7 @@ impl SyncService {
     }
 
     fn fetch(&self, selector: Selector) -> Result<String, Status> {
+        self.note_unknown_source(&selector);
         let snap = self
             .hub
             .current()

@@ -38,6 +38,10 @@ struct Readiness {
     #[serde(skip_serializing_if = "Option::is_none")]
     sources: Option<std::collections::BTreeMap<String, KeyState>>,
     document: Option<DocumentInfo>,
+    /// Why the newest merge of several sources was refused (too large); the document
+    /// above is the last good one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merge_refused: Option<String>,
     streams: i64,
     /// Production-readiness findings about Redis (see docs/doctor.md).
     findings: Vec<crate::doctor::Finding>,
@@ -86,6 +90,7 @@ async fn readyz(State(m): State<Mgmt>) -> impl IntoResponse {
         key: s.key,
         sources: (s.sources.len() > 1).then_some(s.sources),
         document,
+        merge_refused: m.hub.merge_refused(),
         streams: m.status.streams(),
         findings: s.findings,
     };

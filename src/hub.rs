@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 use tokio::sync::broadcast;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Slots in the broadcast ring. Each holds an `Arc`, and a stream that falls behind
 /// skips to the newest, so a few are enough; more would only keep old documents alive.
@@ -116,6 +116,70 @@ fn doc_view(doc: &Document, ctx: Option<&prost_types::Struct>) -> Arc<View> {
     })
 }
 
+/// Why the sources could not be merged into one document.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MergeError {
+    #[error("the merged document of all sources is at least {at_least} bytes, above the limit of {limit} bytes (--max-payload-bytes); sources: {sources}")]
+    TooLarge {
+        at_least: usize,
+        limit: usize,
+        /// Each loaded source's size, flag count and set-level metadata size (copied
+        /// into each of its flags), to show which one to shrink.
+        sources: String,
+    },
+}
+
+/// A flag with its source's document-level metadata merged into its own (its own keys
+/// win), as flagd's store does.
+fn with_set_metadata(flag: &Value, set_meta: Option<&Map<String, Value>>) -> Value {
+    let mut flag = flag.clone();
+    if let (Some(set_meta), Some(f)) = (set_meta.filter(|m| !m.is_empty()), flag.as_object_mut()) {
+        let meta = f
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(meta) = meta.as_object_mut() {
+            for (k, v) in set_meta {
+                meta.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    flag
+}
+
+/// The length of a value's compact JSON, counted without building it.
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("counting never fails");
+    count.0
+}
+
+fn describe_sources(names: &[String], sources: &[Option<Arc<SourceDoc>>]) -> String {
+    names
+        .iter()
+        .zip(sources)
+        .filter_map(|(name, s)| {
+            let doc = &s.as_ref()?.doc;
+            let meta = doc.value.get("metadata").map_or(0, json_len);
+            Some(format!(
+                "{name} ({} bytes, {} flags, {meta} bytes of set metadata copied into each flag)",
+                doc.canonical.len(),
+                doc.flag_count
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What the publishers have reported, per source.
 #[derive(Debug)]
 struct Sources {
@@ -149,6 +213,13 @@ pub struct Hub {
     pub context: Option<prost_types::Struct>,
     /// Source names in precedence order (later wins a flag-name clash).
     pub names: Vec<String>,
+    /// The payload limit: a merged document larger than this is refused.
+    max_bytes: usize,
+    /// Why the newest merge was refused (the last good snapshot is still served).
+    merge_refused: Mutex<Option<String>>,
+    /// `source=` names asked for that no source has, logged once each (capped, so a
+    /// client inventing names cannot grow it without bound).
+    unknown_sources: Mutex<std::collections::HashSet<String>>,
     /// What each accepted document changed, and the last few documents (`/changes`).
     pub changes: crate::changes::History,
 }
@@ -169,8 +240,33 @@ impl Hub {
             preloaded: Default::default(),
             context,
             names,
+            max_bytes: crate::flags::DEFAULT_MAX_PAYLOAD_BYTES,
+            merge_refused: Mutex::new(None),
+            unknown_sources: Mutex::new(Default::default()),
             changes: Default::default(),
         }
+    }
+
+    /// Sets the payload limit the merged document must obey (`--max-payload-bytes`).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Whether this unknown source name is asked for the first time (remembers up to
+    /// 1,000 names; past that, every new name counts as seen).
+    pub fn first_unknown_source(&self, name: &str) -> bool {
+        let mut seen = self.unknown_sources.lock().expect("hub lock poisoned");
+        seen.len() < 1000 && seen.insert(name.to_string())
+    }
+
+    /// Why the newest merge of the sources was refused, if it was: the last good
+    /// snapshot is still served.
+    pub fn merge_refused(&self) -> Option<String> {
+        self.merge_refused
+            .lock()
+            .expect("hub lock poisoned")
+            .clone()
     }
 
     /// Publishes the only source's document (single-source services and tests).
@@ -236,9 +332,31 @@ impl Hub {
             let only = state.docs[0].as_ref().expect("pending means published");
             (only.doc.clone(), only.view.clone())
         } else {
-            let doc = Arc::new(self.merge(&state.docs));
-            let view = doc_view(&doc, self.context.as_ref());
-            (doc, view)
+            let merged = self.merge(&state.docs);
+            let mut refused = self.merge_refused.lock().expect("hub lock poisoned");
+            match merged {
+                Ok(doc) => {
+                    if refused.take().is_some() {
+                        info!(
+                            bytes = doc.canonical.len(),
+                            "the merged document fits the payload limit again; serving it"
+                        );
+                    }
+                    let doc = Arc::new(doc);
+                    let view = doc_view(&doc, self.context.as_ref());
+                    (doc, view)
+                }
+                Err(e) => {
+                    let serving = self
+                        .current()
+                        .map_or_else(|| "none".into(), |s| s.doc.digest.short());
+                    error!(error = %e, serving = %serving,
+                        "merged flag document refused; clients keep the last good flags");
+                    *refused = Some(e.to_string());
+                    // Left pending: the next change of any source tries again.
+                    return;
+                }
+            }
         };
         self.announce(Snapshot {
             doc,
@@ -296,49 +414,75 @@ impl Hub {
         }
     }
 
-    /// Merges the loaded sources in order: a later source's flag (or evaluator) replaces
-    /// an earlier one of the same name, as flagd does. Each flag keeps its source's
-    /// document-level metadata (flagSetId…) in its own metadata (its own keys win), so
-    /// `flagSetId` selectors work on the merged document.
-    fn merge(&self, sources: &[Option<Arc<SourceDoc>>]) -> Document {
+    /// Merges the loaded sources: a later source's flag (or evaluator) replaces an
+    /// earlier one of the same name, as flagd does. Each flag carries its source's
+    /// document-level metadata (flagSetId…) in its own metadata (its own keys win), as
+    /// flagd's store does (`patchMetadata`), so `flagSetId` selectors work on the merged
+    /// document. That copy multiplies a source's metadata by its number of flags, so the
+    /// merged size is counted while it is built, winners only (sources walked from the
+    /// last), and the merge stops as soon as it passes the payload limit: nothing much
+    /// larger than the limit is ever built.
+    fn merge(&self, sources: &[Option<Arc<SourceDoc>>]) -> Result<Document, MergeError> {
         let mut flags = Map::new();
         let mut evaluators = Map::new();
         let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (name, source) in self.names.iter().zip(sources) {
+        // `{"flags":{}}` plus `,"$evaluators":{}`: the frame around the members.
+        let mut size = 29;
+        let too_large = |size: usize| MergeError::TooLarge {
+            at_least: size,
+            limit: self.max_bytes,
+            sources: describe_sources(&self.names, sources),
+        };
+        for (name, source) in self.names.iter().zip(sources).rev() {
             let Some(source) = source else { continue };
             let value = &source.doc.value();
             let set_meta = value.get("metadata").and_then(Value::as_object);
-            if let Some(map) = value.get("flags").and_then(Value::as_object) {
-                for (key, flag) in map {
-                    let mut flag = flag.clone();
-                    if let (Some(set_meta), Some(f)) = (set_meta, flag.as_object_mut()) {
-                        let meta = f
-                            .entry("metadata")
-                            .or_insert_with(|| Value::Object(Map::new()));
-                        if let Some(meta) = meta.as_object_mut() {
-                            for (k, v) in set_meta {
-                                meta.entry(k.clone()).or_insert_with(|| v.clone());
-                            }
-                        }
-                    }
-                    flags.insert(key.clone(), flag);
-                    owners.entry(key.clone()).or_default().push(name.clone());
+            for (key, flag) in value
+                .get("flags")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                owners.entry(key.clone()).or_default().push(name.clone());
+                if flags.contains_key(key) {
+                    continue;
                 }
+                let flag = with_set_metadata(flag, set_meta);
+                size += json_len(key) + json_len(&flag) + 2;
+                if size > self.max_bytes {
+                    return Err(too_large(size));
+                }
+                flags.insert(key.clone(), flag);
             }
-            if let Some(map) = value.get("$evaluators").and_then(Value::as_object) {
-                for (k, v) in map {
+            for (k, v) in value
+                .get("$evaluators")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                if !evaluators.contains_key(k) {
+                    size += json_len(k) + json_len(v) + 2;
+                    if size > self.max_bytes {
+                        return Err(too_large(size));
+                    }
                     evaluators.insert(k.clone(), v.clone());
                 }
             }
         }
         owners.retain(|_, names| names.len() > 1);
+        // Walked from the last source: put the names back in precedence order.
+        owners.values_mut().for_each(|names| names.reverse());
         self.log_clashes(owners);
         let mut out = Map::new();
         out.insert("flags".into(), Value::Object(flags));
         if !evaluators.is_empty() {
             out.insert("$evaluators".into(), Value::Object(evaluators));
         }
-        Document::from_value(Value::Object(out))
+        let doc = Document::from_value(Value::Object(out));
+        if doc.canonical.len() > self.max_bytes {
+            return Err(too_large(doc.canonical.len()));
+        }
+        Ok(doc)
     }
 
     /// Logs flag names that became (or stopped being) defined by several sources.
@@ -521,6 +665,44 @@ mod tests {
         assert!(hub
             .publish_sources(vec![(1, flag_doc("y", "2", ""))], &[1])
             .is_empty());
+    }
+
+    #[test]
+    fn a_merge_over_the_limit_is_refused_before_it_is_built_and_the_last_good_kept() {
+        let hub = Hub::new(vec!["a".into(), "b".into()], None).with_max_bytes(4000);
+        hub.publish_sources(vec![(0, doc("1")), (1, flag_doc("y", "1", "s"))], &[0, 1]);
+        let good = hub.current().unwrap().all.digest;
+        assert!(hub.merge_refused().is_none());
+        // 40 flags of ~70 bytes fit; with 100 bytes of set metadata copied into each,
+        // the merge would be over 6 KB.
+        let flags: Vec<String> = (0..40)
+            .map(|i| {
+                format!(r#""f{i}":{{"state":"ENABLED","variants":{{"v":1}},"defaultVariant":"v"}}"#)
+            })
+            .collect();
+        let big = doc_with(&format!(
+            r#"{{"flags":{{{}}},"metadata":{{"n":"{}"}}}}"#,
+            flags.join(","),
+            "x".repeat(100)
+        ));
+        assert!(big.canonical.len() < 4000);
+        assert_eq!(hub.publish_sources(vec![(1, big)], &[1]), [1]);
+        assert_eq!(
+            hub.current().unwrap().all.digest,
+            good,
+            "the last good is kept"
+        );
+        let why = hub.merge_refused().unwrap();
+        assert!(why.contains("above the limit of 4000 bytes"), "{why}");
+        assert!(why.contains("b (") && why.contains("40 flags"), "{why}");
+        // Counting stops at the limit: the size named is just past it, not the full 6 KB.
+        let MergeError::TooLarge { at_least, .. } =
+            hub.merge(&hub.publishing.lock().unwrap().docs).unwrap_err();
+        assert!((4000..4400).contains(&at_least), "{at_least}");
+        // A change that fits is served again.
+        hub.publish_sources(vec![(1, flag_doc("y", "2", "s"))], &[1]);
+        assert!(hub.merge_refused().is_none());
+        assert_ne!(hub.current().unwrap().all.digest, good);
     }
 
     #[test]

@@ -19,9 +19,28 @@ fn main() -> ExitCode {
     // validate and put use for an unreadable file).
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One line, like every other configuration error: clap's message without
+            // its usage and "For more information" footer.
+            let text = e.render().to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("For more information")
+                        && !l.starts_with("Usage:")
+                })
+                .collect();
+            eprintln!(
+                "flagd-redis-sync: {}",
+                lines.join(" ").trim_start_matches("error: ")
+            );
+            return ExitCode::from(EX_USAGE);
+        }
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EX_USAGE } else { 0 });
+            return ExitCode::SUCCESS;
         }
     };
     match &cli.command {
@@ -60,8 +79,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once, where the logs go (the log line is the only copy).
             tracing::error!(error = format!("{e:#}"), "flagd-redis-sync failed");
-            eprintln!("flagd-redis-sync: {e:#}");
             ExitCode::FAILURE
         }
     }

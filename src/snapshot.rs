@@ -56,7 +56,7 @@ pub fn spawn_writer(
 
 /// Reads and validates a saved document. `Ok(None)` when there is no file yet.
 pub fn load(path: &Path, opts: &flags::Options) -> Result<Option<Document>, String> {
-    match std::fs::read(path) {
+    match crate::files::read_limited(path, opts.max_bytes as u64) {
         Ok(bytes) => flags::parse(&bytes, opts)
             .map(Some)
             .map_err(|e| e.to_string()),

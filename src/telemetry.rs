@@ -21,16 +21,20 @@ pub fn init_logs(format: LogFormat, debug: bool, tracer: Option<SdkTracer>) {
     let default = if debug {
         "debug,h2=info,hyper=info,tower=info,rustls=info"
     } else {
-        "info"
+        // The SDK's own INFO lines (a meter provider dropped at a failed start-up) are noise.
+        "info,opentelemetry_sdk=warn"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let otel = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+        .with_ansi(ansi);
     let _ = match format {
-        LogFormat::Console => registry.with(fmt).try_init(),
+        LogFormat::Console => registry
+            .with(fmt.with_writer(crate::log_escape::EscapedStdout { ansi }))
+            .try_init(),
         LogFormat::Json => registry
             .with(fmt.json().flatten_event(true).with_current_span(false))
             .try_init(),
@@ -107,6 +111,9 @@ pub struct Metrics {
     /// `tls_handshake` (failed handshake, e.g. no or a wrong client certificate),
     /// `handshake_limit` (too many handshakes in progress).
     pub grpc_refused: Counter<u64>,
+    /// Requests whose `source=` selector names no configured source (answered with an
+    /// empty set, as flagd does).
+    pub unknown_source: Counter<u64>,
     pub redis_up: Gauge<i64>,
     /// 1 for the level each doctor check found, 0 for its other levels.
     pub doctor_findings: Gauge<i64>,
@@ -164,7 +171,13 @@ impl Metrics {
             grpc_refused: meter
                 .u64_counter("flagd_redis_sync.grpc.refused")
                 .with_description(
-                    "gRPC connections or calls refused, by reason: unauthenticated, tls_handshake, handshake_limit",
+                    "gRPC connections or calls refused, by reason: unauthenticated, tls_handshake, handshake_limit, connection_limit",
+                )
+                .build(),
+            unknown_source: meter
+                .u64_counter("flagd_redis_sync.grpc.unknown_source")
+                .with_description(
+                    "Requests whose source= selector names no configured source (answered with an empty set)",
                 )
                 .build(),
             doctor_findings: meter

@@ -9,6 +9,7 @@
 //! The accept loop never waits for a handshake: each runs in its own task with a time limit,
 //! and a failed one is logged and forgotten.
 
+use crate::conn::{Acceptor, Guarded, Protocol};
 use crate::reload::{read, Reloading};
 use anyhow::{bail, Context};
 use opentelemetry::metrics::Counter;
@@ -20,7 +21,7 @@ use rustls::{RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -127,54 +128,42 @@ pub fn certificates(path: &Path, flag: &str) -> anyhow::Result<Vec<CertificateDe
 /// `stop` is cancelled (the listener is closed then). `refused` counts the others
 /// (`reason` = `tls_handshake` or `handshake_limit`).
 pub fn incoming(
-    listener: TcpListener,
+    mut acceptor: Acceptor,
     tls: Arc<ServerTls>,
     stop: CancellationToken,
     refused: Counter<u64>,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+) -> ReceiverStream<Result<Guarded<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
-        let mut refused_since_log = 0u64;
-        let mut last_refusal_log: Option<tokio::time::Instant> = None;
+        let mut over_limit = crate::conn::RateLimited::default();
         loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
+            let (tcp, peer, slot) = tokio::select! {
+                a = acceptor.accept() => a,
                 _ = stop.cancelled() => return,
                 _ = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: wait instead of spinning.
-                    warn!(error = %e, "cannot accept a gRPC connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
             };
             let Ok(permit) = pending.clone().try_acquire_owned() else {
                 // Closed unanswered; said at most once a second, with the count.
                 refused.add(1, &[KeyValue::new("reason", "handshake_limit")]);
-                refused_since_log += 1;
-                if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                if let Some(n) = over_limit.due() {
                     warn!(
-                        refused = refused_since_log,
+                        refused = n,
                         "{MAX_PENDING_HANDSHAKES} TLS handshakes already in progress: closing new connections"
                     );
-                    refused_since_log = 0;
-                    last_refusal_log = Some(tokio::time::Instant::now());
                 }
                 continue;
             };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = TlsAcceptor::from(tls.current());
+            let tls_acceptor = TlsAcceptor::from(tls.current());
             let tx = tx.clone();
             let refused = refused.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let failed = || refused.add(1, &[KeyValue::new("reason", "tls_handshake")]);
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        // The first request's clock starts once the handshake is done.
+                        let stream = Guarded::new(stream, slot, Protocol::Http2, peer);
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {

@@ -7,7 +7,6 @@
 
 use crate::config::ValidateArgs;
 use crate::flags;
-use std::io::Read;
 
 /// Every file was valid.
 pub const VALID: u8 = 0;
@@ -26,12 +25,7 @@ pub fn run(args: &ValidateArgs) -> u8 {
     let mut code = VALID;
     for path in &args.files {
         let name = path.display().to_string();
-        let bytes = if name == "-" {
-            let mut b = Vec::new();
-            std::io::stdin().read_to_end(&mut b).map(|_| b)
-        } else {
-            std::fs::read(path)
-        };
+        let bytes = crate::files::read_document(path, opts.max_bytes);
         match bytes {
             Err(e) => {
                 code = UNREADABLE;

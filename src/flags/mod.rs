@@ -219,6 +219,14 @@ fn hash_document(fields: &[u8]) -> Result<Vec<u8>, DocumentError> {
                 ),
             )
         })?;
+        if let Some(pointer) = duplicate_member(text) {
+            let at = match field.as_str() {
+                HASH_EVALUATORS_FIELD => "/$evaluators".to_string(),
+                HASH_METADATA_FIELD => "/metadata".to_string(),
+                f => format!("/flags/{}", token(f)),
+            };
+            return Err(duplicate(format!("{at}{pointer}")));
+        }
         match field.as_str() {
             HASH_EVALUATORS_FIELD => {
                 doc.insert("$evaluators".into(), value);
@@ -260,6 +268,9 @@ pub fn parse(bytes: &[u8], opts: &Options) -> Result<Document, DocumentError> {
         column: e.column(),
         pointer: pointer_at(text, e.line(), e.column()),
     })?;
+    if let Some(pointer) = duplicate_member(text) {
+        return Err(duplicate(pointer));
+    }
     let flag_count = shape::check(&value)?;
     let problems = strict::check(&value);
     let warnings = match opts.validation {
@@ -285,6 +296,95 @@ pub fn parse(bytes: &[u8], opts: &Options) -> Result<Document, DocumentError> {
         flag_count,
         warnings,
     })
+}
+
+fn duplicate(pointer: String) -> DocumentError {
+    shape(
+        pointer,
+        "duplicate member: the object holds this name twice (JSON parsers disagree on which \
+         one wins); give it once",
+    )
+}
+
+/// The JSON pointer of the first member whose name appears twice in its object, if any.
+/// serde_json keeps the last one silently; other parsers keep the first or refuse. Run on
+/// text that is already known to be valid JSON; a second pass that builds no values.
+fn duplicate_member(text: &str) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+    struct Walk<'a> {
+        path: &'a mut Vec<String>,
+        found: &'a mut Option<String>,
+    }
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            for i in 0.. {
+                self.path.push(i.to_string());
+                let more = seq.next_element_seed(Walk {
+                    path: &mut *self.path,
+                    found: &mut *self.found,
+                })?;
+                self.path.pop();
+                if more.is_none() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                self.path.push(key);
+                if !seen.insert(self.path.last().expect("pushed").clone()) {
+                    *self.found =
+                        Some(self.path.iter().map(|k| format!("/{}", token(k))).collect());
+                    return Err(A::Error::custom("duplicate member"));
+                }
+                map.next_value_seed(Walk {
+                    path: &mut *self.path,
+                    found: &mut *self.found,
+                })?;
+                self.path.pop();
+            }
+            Ok(())
+        }
+    }
+    let mut path = Vec::new();
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let _ = Walk {
+        path: &mut path,
+        found: &mut found,
+    }
+    .deserialize(&mut de);
+    found
 }
 
 fn near(pointer: &str) -> String {
@@ -570,6 +670,46 @@ mod tests {
         let e = err(r#"{"flags":{"a":{"state":ENABLED}}}"#).to_string();
         assert!(e.ends_with("(in /flags/a/state)"), "{e}");
         assert!(!err("nope").to_string().contains("(in"));
+    }
+
+    #[test]
+    fn duplicate_members_are_refused_with_a_pointer() {
+        for (doc, want) in [
+            (r#"{"flags":{},"flags":{}}"#, "/flags"),
+            (
+                r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1}},"a":{"state":"DISABLED","variants":{"x":1}}}}"#,
+                "/flags/a",
+            ),
+            (
+                r#"{"flags":{"a/b":{"state":"ENABLED","variants":{"x":1,"x":2}}}}"#,
+                "/flags/a~1b/variants/x",
+            ),
+            (
+                r#"{"flags":{},"$evaluators":{"e":{"in":[{"k":1,"k":2}]}}}"#,
+                "/$evaluators/e/in/0/k",
+            ),
+        ] {
+            match err(doc) {
+                DocumentError::Shape { pointer, message } => {
+                    assert_eq!(pointer, want, "{doc}");
+                    assert!(message.starts_with("duplicate member"), "{message}");
+                }
+                other => panic!("{doc}: unexpected {other:?}"),
+            }
+        }
+        // The same name in different objects is no duplicate.
+        ok(r#"{"flags":{"a":{"state":"ENABLED","variants":{"a":1}}}}"#);
+        let fields = serde_json::to_vec(&[
+            "f",
+            r#"{"state":"ENABLED","state":"DISABLED","variants":{"x":1}}"#,
+        ])
+        .unwrap();
+        let e = parse_hash(&fields, &Options::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/flags/f/state: duplicate member"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,7 +11,6 @@
 use crate::config::{RedisAddr, RedisTarget, RedisTls};
 use crate::flags::{self, Digest};
 use clap::Args;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -150,7 +149,7 @@ fn target(args: &PutArgs, env: impl Fn(&str) -> Option<String>) -> Result<RedisT
             )
         }
         (Some(path), None) => {
-            let text = std::fs::read_to_string(path)
+            let text = crate::files::read_secret_string(path)
                 .map_err(|e| format!("--redis-password-file {}: {e}", path.display()))?;
             let pw = text.trim_end_matches(['\n', '\r']);
             if pw.is_empty() {
@@ -201,13 +200,8 @@ async fn run(args: &PutArgs) -> Result<String, PutError> {
         }
         (None, Some(file)) => {
             let name = file.display().to_string();
-            let bytes = if name == "-" {
-                let mut b = Vec::new();
-                std::io::stdin().read_to_end(&mut b).map(|_| b)
-            } else {
-                std::fs::read(file)
-            }
-            .map_err(|e| PutError::Unreadable(format!("{name}: cannot read: {e}")))?;
+            let bytes = crate::files::read_document(file, args.max_payload_bytes)
+                .map_err(|e| PutError::Unreadable(format!("{name}: cannot read: {e}")))?;
             (name, bytes, args.if_digest.clone())
         }
         (None, None) => return Err(PutError::Usage("give a FILE or --restore DIGEST".into())),

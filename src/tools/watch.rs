@@ -166,7 +166,7 @@ fn prepare(args: &WatchArgs) -> Result<(Endpoint, Option<String>), String> {
         .map_err(|e| format!("target {target:?}: {e}"))?
         .connect_timeout(Duration::from_secs(args.connect_timeout));
     if let Some(ca) = &args.ca_path {
-        let pem = std::fs::read(ca)
+        let pem = crate::files::read_secret(ca)
             .map_err(|e| format!("--ca-path {}: cannot read: {e}", ca.display()))?;
         let host = url::Url::parse(&uri)
             .ok()
@@ -182,7 +182,7 @@ fn prepare(args: &WatchArgs) -> Result<(Endpoint, Option<String>), String> {
     let token = match &args.token_file {
         None => None,
         Some(f) => {
-            let text = std::fs::read_to_string(f)
+            let text = crate::files::read_secret_string(f)
                 .map_err(|e| format!("--token-file {}: cannot read: {e}", f.display()))?;
             let token = text.lines().map(str::trim).find(|l| !l.is_empty());
             Some(

@@ -8,6 +8,7 @@ mod core;
 mod deploy;
 mod doctor;
 mod fleet;
+mod hostile;
 mod observability;
 mod otlp;
 mod protocol;
