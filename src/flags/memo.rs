@@ -22,7 +22,7 @@
 
 use super::problem::{Problems, Seg};
 use super::{parse, shape, strict, Digest, Document, DocumentError, Options};
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -95,6 +95,9 @@ impl Memo {
         // The document without its flags: shape and strict checks of the shared parts.
         let mut skeleton = Map::new();
         for (k, raw) in top {
+            if super::duplicate_member(raw.get()).is_some() {
+                return None;
+            }
             let v: Value = serde_json::from_str(raw.get()).ok()?;
             if depth(&v) > MAX_PART_DEPTH {
                 return None;
@@ -168,6 +171,9 @@ impl Memo {
             return None;
         }
         let mut value: Value = serde_json::from_str(raw).ok()?;
+        if super::duplicate_member(raw).is_some() {
+            return None;
+        }
         if depth(&value) > MAX_PART_DEPTH {
             return None;
         }
@@ -224,18 +230,17 @@ impl<'de> Deserialize<'de> for Split<'de> {
                     top: BTreeMap::new(),
                     flags: None,
                 };
-                // A repeated member: the last one counts, as when parsing a tree.
+                // A repeated member is refused (see `duplicate_member`): judged whole.
                 let mut seen_flags = false;
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "flags" {
-                        seen_flags = true;
+                        if std::mem::replace(&mut seen_flags, true) {
+                            return Err(A::Error::custom("duplicate member"));
+                        }
                         split.flags = map.next_value::<FlagsMap<'de>>()?.0;
-                    } else {
-                        split.top.insert(key, map.next_value()?);
+                    } else if split.top.insert(key, map.next_value()?).is_some() {
+                        return Err(A::Error::custom("duplicate member"));
                     }
-                }
-                if !seen_flags {
-                    split.flags = None;
                 }
                 Ok(split)
             }
@@ -258,7 +263,9 @@ impl<'de> Deserialize<'de> for FlagsMap<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlagsMap<'de>, A::Error> {
                 let mut flags = BTreeMap::new();
                 while let Some(key) = map.next_key::<String>()? {
-                    flags.insert(key, map.next_value()?);
+                    if flags.insert(key, map.next_value()?).is_some() {
+                        return Err(A::Error::custom("duplicate member"));
+                    }
                 }
                 Ok(FlagsMap(Some(flags)))
             }
@@ -381,6 +388,18 @@ mod tests {
             parse(bad.as_bytes(), &Options::default()).unwrap_err()
         );
         assert_eq!(memo.stats.whole, 1);
+        // Duplicate members, which serde_json alone would let through (the last wins).
+        for twice in [
+            doc(&[("a", A), ("a", A)]),
+            format!(r#"{{"flags":{{}},"flags":{}}}"#, doc(&[("a", A)])),
+            r#"{"flags":{},"metadata":{"v":"1"},"metadata":{"v":"2"}}"#.to_string(),
+        ] {
+            assert_eq!(
+                memo.parse(twice.as_bytes()).unwrap_err(),
+                parse(twice.as_bytes(), &Options::default()).unwrap_err(),
+                "{twice}"
+            );
+        }
         memo.parse(doc(&[("a", A), ("b", B)]).as_bytes()).unwrap();
         assert_eq!(
             memo.stats.validated, 3,
@@ -410,6 +429,7 @@ mod properties {
         r#"{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"nope"}"#,
         r#"{"state":"ENABLED","variants":{"on":true,"off":false},}"#,
         r#"{"state":"ENABLED","variants":{"n":1e400}}"#,
+        r#"{"state":"ENABLED","variants":{"on":true,"off":false},"state":"DISABLED"}"#,
         r#"[1]"#,
     ];
 
@@ -422,6 +442,7 @@ mod properties {
         Some(r#"{"r":{"if":[true,"zzz",null]}}"#),
         Some(r#"{"a":{"!":{"$ref":"b"}},"b":{"==":[1,1]}}"#),
         Some(r#"{"r":{"!":{"$ref":"s"}},"s":{"!":{"$ref":"r"}}}"#),
+        Some(r#"{"r":{"in":["x",{"var":"k"}]},"r":{"in":["y",{"var":"k"}]}}"#),
     ];
 
     const METADATA: &[Option<&str>] = &[

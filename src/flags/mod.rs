@@ -309,7 +309,7 @@ fn duplicate(pointer: String) -> DocumentError {
 /// The JSON pointer of the first member whose name appears twice in its object, if any.
 /// serde_json keeps the last one silently; other parsers keep the first or refuse. Run on
 /// text that is already known to be valid JSON; a second pass that builds no values.
-fn duplicate_member(text: &str) -> Option<String> {
+pub(super) fn duplicate_member(text: &str) -> Option<String> {
     use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
     struct Walk<'a> {
         path: &'a mut Vec<String>,
