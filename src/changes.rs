@@ -9,7 +9,8 @@
 
 use crate::flags::{Digest, Document};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -48,15 +49,25 @@ pub struct Diff {
     pub changed: Names,
 }
 
-fn flags(doc: &Value) -> Option<&Map<String, Value>> {
-    doc.get("flags").and_then(Value::as_object)
+/// A canonical document's flags, each as its canonical JSON text (borrowed; no tree is
+/// built: a change to a 1 MB document is compared in one pass over each document). In
+/// canonical form, equal content is equal text.
+fn flags(canonical: &str) -> BTreeMap<String, &RawValue> {
+    #[derive(serde::Deserialize)]
+    struct Flags<'a> {
+        #[serde(borrow)]
+        flags: BTreeMap<String, &'a RawValue>,
+    }
+    serde_json::from_str::<Flags>(canonical)
+        .map(|f| f.flags)
+        .unwrap_or_default()
 }
 
-/// Compares the `flags` of two documents (no previous document: every flag is added).
-pub fn diff(previous: Option<&Value>, next: &Value) -> Diff {
-    let empty = Map::new();
-    let before = previous.and_then(flags).unwrap_or(&empty);
-    let after = flags(next).unwrap_or(&empty);
+/// Compares the `flags` of two canonical documents (no previous document: every flag is
+/// added).
+pub fn diff(previous: Option<&str>, next: &str) -> Diff {
+    let before = previous.map(flags).unwrap_or_default();
+    let after = flags(next);
     let added = after
         .keys()
         .filter(|k| !before.contains_key(*k))
@@ -69,7 +80,7 @@ pub fn diff(previous: Option<&Value>, next: &Value) -> Diff {
         .collect();
     let changed = after
         .iter()
-        .filter(|(k, v)| before.get(*k).is_some_and(|b| b != *v))
+        .filter(|(k, v)| before.get(*k).is_some_and(|b| b.get() != v.get()))
         .map(|(k, _)| k.clone())
         .collect();
     Diff {
@@ -119,7 +130,7 @@ impl History {
     /// Records an accepted document of `source` (replacing `previous`) and logs what
     /// changed.
     pub fn record(&self, source: &str, previous: Option<&Document>, next: &Document) {
-        let diff = diff(previous.map(|d| &d.value), &next.value);
+        let diff = diff(previous.map(|d| d.canonical.as_str()), &next.canonical);
         info!(
             source = %source,
             digest = %next.digest.short(),
@@ -229,11 +240,11 @@ mod tests {
     fn names_exactly_the_flags_added_removed_and_changed() {
         let a = doc(&[("keep", "1"), ("change", "1"), ("drop", "1")]);
         let b = doc(&[("keep", "1"), ("change", "2"), ("new", "1")]);
-        let d = diff(Some(&a.value), &b.value);
+        let d = diff(Some(&a.canonical), &b.canonical);
         assert_eq!(d.added.names, ["new"]);
         assert_eq!(d.removed.names, ["drop"]);
         assert_eq!(d.changed.names, ["change"]);
-        let first = diff(None, &a.value);
+        let first = diff(None, &a.canonical);
         assert_eq!(first.added.count, 3);
         assert_eq!(first.changed.count, 0);
     }
@@ -244,7 +255,7 @@ mod tests {
             .map(|i| (format!("f{i:03}"), "1".to_string()))
             .collect();
         let refs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        let d = diff(None, &doc(&refs).value);
+        let d = diff(None, &doc(&refs).canonical);
         assert_eq!(d.added.count, MAX_NAMES + 5);
         assert_eq!(d.added.names.len(), MAX_NAMES);
         assert_eq!(d.added.names[0], "f000");

@@ -83,7 +83,7 @@ impl Snapshot {
             .or_insert_with(|| {
                 let value = match selector {
                     Selector::FlagSet(want) => {
-                        crate::selector::flag_set(&self.doc.value, want.as_deref())
+                        crate::selector::flag_set(&self.doc.value(), want.as_deref())
                     }
                     // A source that is unknown or not loaded: an empty set, not an error.
                     _ => serde_json::json!({ "flags": {} }),
@@ -169,7 +169,7 @@ fn describe_sources(names: &[String], sources: &[Option<Arc<SourceDoc>>]) -> Str
         .zip(sources)
         .filter_map(|(name, s)| {
             let doc = &s.as_ref()?.doc;
-            let meta = doc.value.get("metadata").map_or(0, json_len);
+            let meta = doc.value().get("metadata").map_or(0, json_len);
             Some(format!(
                 "{name} ({} bytes, {} flags, {meta} bytes of set metadata copied into each flag)",
                 doc.canonical.len(),
@@ -283,6 +283,7 @@ impl Hub {
     pub fn publish_sources(&self, updates: Vec<(usize, Document)>, read: &[usize]) -> Vec<usize> {
         let mut state = self.publishing.lock().expect("hub lock poisoned");
         let mut changed = Vec::new();
+        let mut records = Vec::new();
         for (i, doc) in updates {
             if state.docs[i]
                 .as_ref()
@@ -290,13 +291,14 @@ impl Hub {
             {
                 continue;
             }
-            let previous = state.docs[i].as_ref().map(|s| &*s.doc);
-            self.changes.record(&self.names[i], previous, &doc);
+            let previous = state.docs[i].clone();
+            let doc = Arc::new(doc);
             let view = doc_view(&doc, self.context.as_ref());
             state.docs[i] = Some(Arc::new(SourceDoc {
-                doc: Arc::new(doc),
+                doc: doc.clone(),
                 view,
             }));
+            records.push((i, previous, doc));
             changed.push(i);
         }
         state.pending |= !changed.is_empty();
@@ -304,6 +306,12 @@ impl Hub {
             state.settled[i] = true;
         }
         self.announce_pending(&mut state);
+        // After the streams were woken: comparing with the previous document (a pass over
+        // each) is off their path. Still under the lock, so records keep publish order.
+        for (i, previous, doc) in records {
+            self.changes
+                .record(&self.names[i], previous.as_ref().map(|s| &*s.doc), &doc);
+        }
         changed
     }
 
@@ -435,7 +443,7 @@ impl Hub {
         };
         for (name, source) in self.names.iter().zip(sources).rev() {
             let Some(source) = source else { continue };
-            let value = &source.doc.value;
+            let value = &source.doc.value();
             let set_meta = value.get("metadata").and_then(Value::as_object);
             for (key, flag) in value
                 .get("flags")

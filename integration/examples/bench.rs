@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, Semaphore};
 
+#[path = "bench/shapes.rs"]
+mod shapes;
+
 const KEY: &str = "flags";
 const FLOOR_KEY: &str = "bench-floor";
 /// Clients connecting at once.
@@ -44,6 +47,9 @@ fn main() -> Result<()> {
         .build()?;
     if args.first().map(String::as_str) == Some("floor-server") {
         return rt.block_on(floor::serve());
+    }
+    if args.first().map(String::as_str) == Some("get-floor-server") {
+        return rt.block_on(shapes::serve_get_floor(&args));
     }
     // Profiling aid: `bench hold PORT N SECONDS` holds N idle streams to a running server.
     if args.first().map(String::as_str) == Some("hold") {
@@ -66,6 +72,7 @@ fn main() -> Result<()> {
         doc: Some(root().join("docs/benchmarks.md")),
         nofile,
         only: None,
+        shapes: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -90,6 +97,14 @@ fn main() -> Result<()> {
                     steps,
                 });
             }
+            // The document-shapes phase only: ROUNDS[:NAME-PART], e.g. 30:2,500
+            "--shapes" => {
+                let spec = it.next().context("--shapes ROUNDS[:NAME]")?;
+                let (rounds, name) = spec
+                    .split_once(':')
+                    .map_or((spec.as_str(), None), |(r, n)| (r, Some(n.to_string())));
+                opts.shapes = Some((rounds.parse()?, name));
+            }
             other => bail!(
                 "unknown argument {other:?} (bench [--quick] [--out DIR] [--doc FILE|--no-doc])"
             ),
@@ -104,6 +119,8 @@ struct Opts {
     doc: Option<PathBuf>,
     nofile: u64,
     only: Option<Case>,
+    /// `--shapes`: the document-shapes phase only (rounds, shape name filter).
+    shapes: Option<(usize, Option<String>)>,
 }
 
 /// The workspace root.
@@ -564,12 +581,12 @@ mod floor {
     use tokio::sync::broadcast;
     use tonic::{Request, Response, Status};
 
-    type Msg = EncodedSyncFlagsResponse;
+    pub(super) type Msg = EncodedSyncFlagsResponse;
 
     #[derive(Clone)]
-    struct Floor {
-        tx: broadcast::Sender<Msg>,
-        current: Arc<Mutex<Msg>>,
+    pub(super) struct Floor {
+        pub(super) tx: broadcast::Sender<Msg>,
+        pub(super) current: Arc<Mutex<Msg>>,
     }
 
     #[tonic::async_trait]
@@ -620,15 +637,10 @@ mod floor {
         v1
     }
 
-    pub async fn serve() -> Result<()> {
+    /// Serves `floor` on a free port (in the background); returns the port.
+    pub(super) async fn listen(floor: Floor) -> Result<u16> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let (tx, _) = broadcast::channel(16);
-        let floor = Floor {
-            tx: tx.clone(),
-            current: Arc::new(Mutex::new(encode(0, KB))),
-        };
-        let current = floor.current.clone();
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tokio::spawn(
@@ -636,6 +648,17 @@ mod floor {
                 .add_service(FlagSyncServiceServer::new(floor).max_encoding_message_size(64 << 20))
                 .serve_with_incoming(incoming),
         );
+        Ok(port)
+    }
+
+    pub async fn serve() -> Result<()> {
+        let (tx, _) = broadcast::channel(16);
+        let floor = Floor {
+            tx: tx.clone(),
+            current: Arc::new(Mutex::new(encode(0, KB))),
+        };
+        let current = floor.current.clone();
+        let port = listen(floor).await?;
         println!("listening {port}");
         let mut prepared = None;
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -805,6 +828,12 @@ async fn run(opts: Opts) -> Result<()> {
     );
     let (cases, redis_rounds) = plan(opts.quick);
     let mut marker = Marker(0);
+    if let Some((rounds, name)) = &opts.shapes {
+        let rows = shapes::run(&mut marker, tmp.path(), *rounds, name.as_deref()).await?;
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", shapes::markdown(&rows));
+        return Ok(());
+    }
     if let Some(only) = opts.only {
         let (rows, mem, enc) = latency_case(&only, 50, &mut marker, tmp.path()).await?;
         println!(
@@ -830,6 +859,13 @@ async fn run(opts: Opts) -> Result<()> {
     report["latency"] = Value::Array(latency);
     report["memory"] = memory;
     report["encodings"] = Value::Array(encodings);
+    report["shapes"] = shapes::run(
+        &mut marker,
+        tmp.path(),
+        if opts.quick { 10 } else { 40 },
+        None,
+    )
+    .await?;
     report["poll_cost"] = poll_cost(&mut marker, tmp.path(), opts.quick).await?;
     report["burst"] = burst(&mut marker, tmp.path()).await?;
     report["startup"] = startup(&mut marker, tmp.path(), if opts.quick { 5 } else { 15 }).await?;
@@ -1568,6 +1604,10 @@ fn markdown(r: &Value, out: &Path, doc: Option<&Path>) -> String {
     let _ = writeln!(s, "\n### Start-up and idle memory\n\nSpawn -> `/readyz` 200 with a 1 MB document in Redis ({} runs): median {}, max {}. Idle RSS: {:.1} MB (1 KB document), {:.1} MB (1 MB document).\n",
         st["spawn_to_ready"]["n"], md_ms(&st["spawn_to_ready"]["p50_ms"]), md_ms(&st["spawn_to_ready"]["max_ms"]),
         st["idle_rss_kb_1kb_doc"].as_f64().unwrap_or(0.0) / 1024.0, st["idle_rss_kb_1mb_doc"].as_f64().unwrap_or(0.0) / 1024.0);
+    if r["shapes"].is_array() {
+        s.push_str(&shapes::markdown(&r["shapes"]));
+        s.push('\n');
+    }
     let _ = writeln!(
         s,
         "Raw figures: [{}]({}).",

@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 pub use flagd_redis_sync::wire::client;
 
 pub mod proxy;
+pub mod realistic;
 pub mod script;
 pub mod setup;
 pub mod topology;

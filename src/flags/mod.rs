@@ -10,6 +10,7 @@
 //! `variants`, `defaultVariant`, `targeting` and `metadata` are dropped (the Python
 //! provider refuses them). The digest is taken over what clients receive.
 
+mod memo;
 mod operators;
 pub mod problem;
 mod rules;
@@ -17,6 +18,7 @@ pub mod schema;
 mod shape;
 mod strict;
 
+pub use memo::{Memo, MemoStats};
 pub use problem::{Problem, ProblemKind, Problems};
 use shape::shape;
 
@@ -58,8 +60,6 @@ pub struct Document {
     pub canonical: String,
     /// SHA-256 of `canonical`.
     pub digest: Digest,
-    /// The parsed canonical value, for selector filtering.
-    pub value: Value,
     /// Number of flags, for logs and `watch`.
     pub flag_count: usize,
     /// With `--validation basic`, what strict validation would have refused (for a
@@ -158,6 +158,13 @@ pub(crate) fn token(s: &str) -> String {
 }
 
 impl Document {
+    /// The canonical document as a tree (selector filtering, merging sources), parsed on
+    /// demand: a tree of a 1 MB document is several times its size, and most services
+    /// never need it.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.canonical).expect("the canonical form is valid JSON")
+    }
+
     /// A document from an already validated value (the merge of validated sources).
     pub fn from_value(value: Value) -> Self {
         let canonical = serde_json::to_string(&value).expect("a Value always serialises");
@@ -168,7 +175,6 @@ impl Document {
         Document {
             digest: Digest::of(canonical.as_bytes()),
             canonical,
-            value,
             flag_count,
             warnings: Problems::default(),
         }
@@ -184,6 +190,11 @@ pub const HASH_METADATA_FIELD: &str = "$metadata";
 /// flag's JSON), except `$evaluators` and `$metadata`; the assembled document is then
 /// validated like any other.
 pub fn parse_hash(fields: &[u8], opts: &Options) -> Result<Document, DocumentError> {
+    parse(&hash_document(fields)?, opts)
+}
+
+/// The document a hash's fields make (see [`parse_hash`]), not yet validated.
+fn hash_document(fields: &[u8]) -> Result<Vec<u8>, DocumentError> {
     let items: Vec<String> =
         serde_json::from_slice(fields).map_err(|e| DocumentError::NotJson {
             message: format!("hash fields could not be read: {}", json_message(&e)),
@@ -237,8 +248,7 @@ pub fn parse_hash(fields: &[u8], opts: &Options) -> Result<Document, DocumentErr
         }
     }
     doc.insert("flags".into(), Value::Object(flags));
-    let bytes = serde_json::to_vec(&Value::Object(doc)).expect("a Value always serialises");
-    parse(&bytes, opts)
+    Ok(serde_json::to_vec(&Value::Object(doc)).expect("a Value always serialises"))
 }
 
 /// Reads, validates and canonicalises a flag document.
@@ -283,7 +293,6 @@ pub fn parse(bytes: &[u8], opts: &Options) -> Result<Document, DocumentError> {
     Ok(Document {
         digest: Digest::of(canonical.as_bytes()),
         canonical,
-        value,
         flag_count,
         warnings,
     })
@@ -300,7 +309,7 @@ fn duplicate(pointer: String) -> DocumentError {
 /// The JSON pointer of the first member whose name appears twice in its object, if any.
 /// serde_json keeps the last one silently; other parsers keep the first or refuse. Run on
 /// text that is already known to be valid JSON; a second pass that builds no values.
-fn duplicate_member(text: &str) -> Option<String> {
+pub(super) fn duplicate_member(text: &str) -> Option<String> {
     use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
     struct Walk<'a> {
         path: &'a mut Vec<String>,
@@ -503,8 +512,8 @@ mod tests {
         ])
         .unwrap();
         let d = parse_hash(&fields, &Options::default()).unwrap();
-        assert_eq!(d.value["metadata"]["flagSetId"], "s");
-        assert_eq!(d.value["$evaluators"]["e"]["in"][0], "x");
+        assert_eq!(d.value()["metadata"]["flagSetId"], "s");
+        assert_eq!(d.value()["$evaluators"]["e"]["in"][0], "x");
         assert_eq!(d.flag_count, 1);
     }
 

@@ -111,13 +111,13 @@ pub(super) fn normalize(doc: &mut Value) {
 }
 
 /// Keeps only the flag fields strict clients accept.
-fn strip(flag: &mut Value) {
+pub(super) fn strip(flag: &mut Value) {
     if let Some(obj) = flag.as_object_mut() {
         obj.retain(|k, _| FLAG_FIELDS.contains(&k.as_str()));
     }
 }
 
-fn check_flag(flag: &Value, ptr: &str) -> Result<(), DocumentError> {
+pub(super) fn check_flag(flag: &Value, ptr: &str) -> Result<(), DocumentError> {
     let obj = flag
         .as_object()
         .ok_or_else(|| shape(ptr, "a flag must be a JSON object"))?;

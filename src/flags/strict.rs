@@ -68,12 +68,17 @@ struct Shared<'a> {
     refs: Vec<(&'a str, Path<'a>)>,
 }
 
-/// Every strict problem of a shape-checked document (the first few, and a count).
-pub fn check(doc: &Value) -> Problems {
-    let mut out = Problems::default();
-    let Some(top) = doc.as_object() else {
-        return out;
-    };
+/// What a document's shared rules and metadata are, checked once per document: what a
+/// flag's check needs besides the flag itself.
+pub struct Prepared<'a> {
+    /// The document's shared rules (`$evaluators`).
+    pub evaluators: Option<&'a Map<String, Value>>,
+    shared: BTreeMap<&'a str, Shared<'a>>,
+}
+
+/// Checks the document-level parts (metadata, shared rules and the references between
+/// them) into `out`, and returns what the flags' checks need.
+pub fn prepare<'a>(top: &'a Map<String, Value>, out: &mut Problems) -> Prepared<'a> {
     if let Some(meta) = top.get("metadata") {
         out.extend(schema::check(Part::Metadata, meta, "/metadata", None));
     }
@@ -95,8 +100,54 @@ pub fn check(doc: &Value) -> Problems {
             },
         );
     }
-    reference_graph(&shared, &mut out);
+    reference_graph(&shared, out);
+    Prepared { evaluators, shared }
+}
 
+/// Every strict problem of one flag found at `seg` under `flags`, into `out`.
+pub fn flag<'a>(
+    doc: &Prepared<'_>,
+    name: &'a str,
+    seg: Seg<'a>,
+    flag: &'a Value,
+    array_form: bool,
+    out: &mut Problems,
+) {
+    let found = check_flag(
+        name,
+        flag,
+        &[Seg::Key("flags"), seg],
+        array_form,
+        doc.evaluators,
+    );
+    out.extend(found.problems);
+    let variants = flag.get("variants").and_then(Value::as_object);
+    for (rule, at) in found.result_refs {
+        for (literal, inside) in literals(rule, &doc.shared) {
+            if variants.is_some_and(|v| !v.contains_key(literal)) {
+                out.push(Problem {
+                    kind: ProblemKind::UnknownVariant,
+                    flag: Some(name.to_string()),
+                    pointer: at.pointer(),
+                    message: format!(
+                        "the shared rule {rule:?} can return {literal:?} (at {}), which is \
+                         not a variant of this flag",
+                        inside.pointer()
+                    ),
+                    fix: "add that variant, or use a rule that returns this flag's variants".into(),
+                });
+            }
+        }
+    }
+}
+
+/// Every strict problem of a shape-checked document (the first few, and a count).
+pub fn check(doc: &Value) -> Problems {
+    let mut out = Problems::default();
+    let Some(top) = doc.as_object() else {
+        return out;
+    };
+    let prepared = prepare(top, &mut out);
     let flags: Box<dyn Iterator<Item = (&str, Seg<'_>, &Value)>> = match top.get("flags") {
         Some(Value::Object(m)) => Box::new(m.iter().map(|(k, f)| (k.as_str(), Seg::Key(k), f))),
         Some(Value::Array(a)) => Box::new(a.iter().enumerate().map(|(i, f)| {
@@ -106,34 +157,8 @@ pub fn check(doc: &Value) -> Problems {
         _ => Box::new(std::iter::empty()),
     };
     let array_form = top.get("flags").is_some_and(Value::is_array);
-    for (name, seg, flag) in flags {
-        let found = check_flag(
-            name,
-            flag,
-            &[Seg::Key("flags"), seg],
-            array_form,
-            evaluators,
-        );
-        out.extend(found.problems);
-        let variants = flag.get("variants").and_then(Value::as_object);
-        for (rule, at) in found.result_refs {
-            for (literal, inside) in literals(rule, &shared) {
-                if variants.is_some_and(|v| !v.contains_key(literal)) {
-                    out.push(Problem {
-                        kind: ProblemKind::UnknownVariant,
-                        flag: Some(name.to_string()),
-                        pointer: at.pointer(),
-                        message: format!(
-                            "the shared rule {rule:?} can return {literal:?} (at {}), which is \
-                             not a variant of this flag",
-                            inside.pointer()
-                        ),
-                        fix: "add that variant, or use a rule that returns this flag's variants"
-                            .into(),
-                    });
-                }
-            }
-        }
+    for (name, seg, f) in flags {
+        flag(&prepared, name, seg, f, array_form, &mut out);
     }
     out
 }

@@ -89,6 +89,18 @@ enum SessionError {
     Moved(String),
 }
 
+/// Why a read happens.
+#[derive(Clone, Copy)]
+enum ReadCause {
+    /// The first read of a session.
+    First,
+    /// The poll timer, at this instant.
+    Polled(Instant),
+    /// A keyspace notification (or tracking invalidation) seen at this instant: the key
+    /// changed, read it whole.
+    Notified(Instant),
+}
+
 /// One source watched by a [`Watcher`].
 struct Source {
     /// Its index among all sources (the hub's order).
@@ -97,6 +109,9 @@ struct Source {
     /// Raw-payload digest of the last refused document, so a bad document left in
     /// Redis is logged once, not at every poll.
     last_refused: Option<flags::Digest>,
+    /// Its last accepted document's flags, validated: a change to one flag re-validates
+    /// that flag only (see `flags::Memo`).
+    memo: flags::Memo,
 }
 
 /// The sources' indexes grouped by the connection that watches them: all together,
@@ -161,6 +176,7 @@ impl Watcher {
                 index,
                 spec: cfg.redis.sources[index].clone(),
                 last_refused: None,
+                memo: flags::Memo::new(cfg.documents),
             })
             .collect();
         // This watcher's view of the target: its own keys (on a Cluster, one slot's).
@@ -241,8 +257,14 @@ impl Watcher {
             .map(|s| Reader::new(s.spec.key.clone(), s.spec.storage))
             .collect();
         let everything: Vec<usize> = (0..self.sources.len()).collect();
-        self.read(&mut con, &mut readers, &everything, &placement, None)
-            .await?;
+        self.read(
+            &mut con,
+            &mut readers,
+            &everything,
+            &placement,
+            ReadCause::First,
+        )
+        .await?;
         self.follow(con, pushes, &channels, &placement, readers)
             .await
     }
@@ -352,7 +374,7 @@ impl Watcher {
                     let seen = Instant::now();
                     let which = self.drain_events(push, &mut pushes, channels)?;
                     if !which.is_empty() {
-                        self.read(&mut con, &mut readers, &which, placement, Some(seen)).await?;
+                        self.read(&mut con, &mut readers, &which, placement, ReadCause::Notified(seen)).await?;
                     }
                 }
                 hint = recv_hint(&mut hints) => {
@@ -370,7 +392,7 @@ impl Watcher {
                 }
                 _ = poll.tick() => {
                     self.metrics.polls.add(1, &[]);
-                    self.read(&mut con, &mut readers, &everything, placement, Some(Instant::now())).await?;
+                    self.read(&mut con, &mut readers, &everything, placement, ReadCause::Polled(Instant::now())).await?;
                 }
                 _ = ping.tick() => self.check_placement(placement, &mut con, hint_con.as_mut()).await?,
             }
@@ -447,13 +469,21 @@ impl Watcher {
         readers: &mut [Reader],
         which: &[usize],
         placement: &Placement,
-        seen: Option<Instant>,
+        cause: ReadCause,
     ) -> Result<(), SessionError> {
+        let seen = match cause {
+            ReadCause::First => None,
+            ReadCause::Polled(at) | ReadCause::Notified(at) => Some(at),
+        };
         let mut updates = Vec::new();
         let mut valid = Vec::new();
         let mut missing = false;
         for &i in which {
-            let fetched = match readers[i].fetch(con).await {
+            let fetched = match cause {
+                ReadCause::Notified(_) => readers[i].fetch_changed(con).await,
+                _ => readers[i].fetch(con).await,
+            };
+            let fetched = match fetched {
                 Ok(f) => f,
                 Err(e) if is_connection_error(&e) => return Err(e.into()),
                 Err(e) if topology::is_redirect(&e) => {
@@ -553,9 +583,10 @@ impl Watcher {
 
     /// Validates a payload; refuses it with a log line, or returns the document.
     fn consider(&mut self, i: usize, bytes: &[u8]) -> Option<flags::Document> {
-        let parsed = match self.sources[i].spec.storage {
-            Storage::String => flags::parse(bytes, &self.documents),
-            Storage::Hash => flags::parse_hash(bytes, &self.documents),
+        let source = &mut self.sources[i];
+        let parsed = match source.spec.storage {
+            Storage::String => source.memo.parse(bytes),
+            Storage::Hash => source.memo.parse_hash(bytes),
         };
         match parsed {
             Ok(doc) => {

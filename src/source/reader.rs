@@ -59,6 +59,19 @@ impl Reader {
         }
     }
 
+    /// Reads after a notification: the key changed, so the script's SHA-1 (about 3 ms of
+    /// Redis time for 1 MB, measured in docs/benchmarks.md) buys nothing; a plain GET (or
+    /// HGETALL). The next poll then transfers the value once more, to learn its SHA-1.
+    pub async fn fetch_changed(
+        &mut self,
+        con: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<Fetched> {
+        self.last.clear();
+        let v = read_plain(con, &self.key, self.storage).await?;
+        Ok(v.map_or(Fetched::Missing, Fetched::Value))
+    }
+
+    /// Reads for a poll: only what changed since the last read.
     pub async fn fetch(&mut self, con: &mut MultiplexedConnection) -> redis::RedisResult<Fetched> {
         if !self.get_only {
             match self.by_script(con).await {

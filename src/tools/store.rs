@@ -54,7 +54,8 @@ pub enum StoreError {
 /// `$evaluators` and `$metadata` when present. `$schema` (an editor's hint) is dropped.
 pub fn fields(doc: &Document) -> Result<Vec<(String, String)>, StoreError> {
     let bad = |m: String| StoreError::Unrepresentable(m);
-    let Json::Object(top) = &doc.value else {
+    let value = doc.value();
+    let Json::Object(top) = &value else {
         return Err(bad("the document is not a JSON object".into()));
     };
     let mut out = Vec::new();
@@ -257,8 +258,8 @@ mod tests {
         // What the service serves from the hash is the document without $schema.
         let served = served(&f, &opts).unwrap();
         assert_eq!(served.flag_count, 2);
-        assert_eq!(served.value["metadata"]["flagSetId"], "s");
-        assert_eq!(served.value["$evaluators"]["r"]["in"][1], "y");
+        assert_eq!(served.value()["metadata"]["flagSetId"], "s");
+        assert_eq!(served.value()["$evaluators"]["r"]["in"][1], "y");
     }
 
     #[test]
