@@ -4,6 +4,11 @@
 //! `x` (expired) and `e` (evicted), plus `h` (hash writes) when a source is a hash. The
 //! letters already set are kept (other consumers rely on them); only missing ones are
 //! added. `A` stands for every class.
+//!
+//! Wanted too, not needed: `lshzt` (list, set, hash, sorted set and stream writes), so a
+//! flag key deleted and recreated as another type (`LPUSH`, `SADD`, `HSET`, `XADD`…) is
+//! noticed at the event rather than at the next poll (issue 17). Without them the poll
+//! still finds it, so a refused CONFIG SET of these letters alone is not a warning.
 
 use super::Timing;
 use crate::status::Trigger;
@@ -13,6 +18,9 @@ use tracing::{info, warn};
 pub const NEEDED: &str = "Kg$xe";
 /// Also needed when a source is stored as a hash.
 pub const NEEDED_HASH: &str = "Kg$xeh";
+/// Wanted on top of the needed letters: the writes that create a key of another type.
+/// (`d`, module types, is left out: Redis < 7 refuses the letter and the whole SET.)
+pub const TYPE_CHANGES: &str = "lshzt";
 const CLASSES_IN_A: &str = "g$lshzxetd";
 
 /// The letters to set so that `current` covers `NEEDED`, or `None` if it already does.
@@ -55,9 +63,10 @@ pub async fn ensure(
             return Trigger::KeyspaceUnverified;
         }
     };
-    let Some(wanted) = merged_with(&current, needed) else {
+    let Some(wanted) = merged_with(&current, &format!("{needed}{TYPE_CHANGES}")) else {
         return Trigger::Keyspace;
     };
+    let covered = merged_with(&current, needed).is_none();
     let set: redis::RedisResult<()> = redis::cmd("CONFIG")
         .arg("SET")
         .arg("notify-keyspace-events")
@@ -67,6 +76,12 @@ pub async fn ensure(
     match set {
         Ok(()) => {
             info!(from = %current, to = %wanted, "enabled keyspace notifications (notify-keyspace-events)");
+            Trigger::Keyspace
+        }
+        Err(e) if covered => {
+            info!(current = %current, error = %e, poll_seconds = poll,
+                "cannot add '{TYPE_CHANGES}' to notify-keyspace-events (CONFIG SET refused): a flag key \
+                 recreated as a list, set, hash, sorted set or stream is noticed at the next poll");
             Trigger::Keyspace
         }
         Err(e) => {
@@ -136,7 +151,7 @@ fn config_value(v: &redis::Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{merged, prefixes};
+    use super::{merged, merged_with, prefixes, NEEDED, TYPE_CHANGES};
 
     #[test]
     fn tracking_prefixes_never_overlap() {
@@ -153,5 +168,12 @@ mod tests {
         assert_eq!(merged("Ex").as_deref(), Some("ExKg$e"));
         assert_eq!(merged("K$").as_deref(), Some("K$gxe"));
         assert_eq!(merged("Kg$xe"), None);
+        let wanted = format!("{NEEDED}{TYPE_CHANGES}");
+        assert_eq!(merged_with("KEA", &wanted), None);
+        assert_eq!(merged_with("Kg$xe", &wanted).as_deref(), Some("Kg$xelshzt"));
+        assert_eq!(
+            merged_with("Kg$xeh", &wanted).as_deref(),
+            Some("Kg$xehlszt")
+        );
     }
 }
