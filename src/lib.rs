@@ -37,6 +37,7 @@ pub mod http;
 pub mod hub;
 pub mod log_escape;
 pub mod reload;
+pub mod reset_guard;
 pub mod selector;
 pub mod snapshot;
 pub mod source;
