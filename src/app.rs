@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::grpc::SyncService;
 use crate::hub::Hub;
-use crate::source::Watcher;
+use crate::source::{OnConnect, Watcher};
 use crate::status::Status;
 use crate::telemetry::Telemetry;
 use crate::wire::{server, string_struct, FILE_DESCRIPTOR_SET};
@@ -17,6 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -37,22 +38,100 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 100;
 /// (only the time to its response headers counts).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The shared parts every server and watcher hold.
+#[derive(Clone)]
+struct Parts {
+    status: Arc<Status>,
+    hub: Arc<Hub>,
+    fleet: Arc<crate::fleet::Fleet>,
+    telemetry: Arc<Telemetry>,
+    metrics: crate::telemetry::Metrics,
+}
+
+/// Everything bound before anything starts (a port in use fails at once).
+struct Listeners {
+    /// None with `--redis-sync-port 0` (gRPC on the Unix socket only).
+    grpc: Option<TcpListener>,
+    mgmt: Option<TcpListener>,
+    unix: Option<UnixListener>,
+}
+
+/// The stop signals, cancelled in this order at shutdown.
+#[derive(Default)]
+struct Stops {
+    streams: CancellationToken,
+    watchers: CancellationToken,
+    mgmt: CancellationToken,
+}
+
+/// What runs, to be stopped in order.
+struct Running {
+    tcp: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    unix: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    health: JoinHandle<()>,
+    watchers: Vec<JoinHandle<()>>,
+    mgmt: Option<JoinHandle<std::io::Result<()>>>,
+}
+
 /// Runs the service until `shutdown` resolves, then shuts down within the grace period.
 pub async fn run(
     cfg: Config,
     telemetry: Telemetry,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let telemetry = Arc::new(telemetry);
-    let metrics = telemetry.metrics.clone();
-    let status = Arc::new(Status::default());
-    let context = (!cfg.context.is_empty()).then(|| string_struct(&cfg.context));
-    let names = cfg.redis.sources.iter().map(|s| s.name.clone()).collect();
-    let hub = Arc::new(Hub::new(names, context).with_max_bytes(cfg.documents.max_bytes));
-    let fleet = crate::fleet::Fleet::new();
-    let _fleet_metrics = crate::fleet::metrics(&telemetry.provider, fleet.clone(), hub.clone());
-
+    let parts = Parts::new(&cfg, telemetry);
+    let _fleet_metrics = crate::fleet::metrics(
+        &parts.telemetry.provider,
+        parts.fleet.clone(),
+        parts.hub.clone(),
+    );
     // Certificates and tokens first: a bad file fails before any port is open.
+    let (tls, auth) = load_security(&cfg, &parts)?;
+    let listeners = Listeners::bind(&cfg).await?;
+    warn_if_redis_unverified(&cfg);
+    let stops = Stops::default();
+    preload_snapshot(&cfg, &parts.hub);
+    let watchers = start_watchers(&cfg, &parts, &stops.watchers);
+    let (tcp, unix, health) = start_grpc(
+        &cfg,
+        &parts,
+        (tls, auth),
+        (listeners.grpc, listeners.unix),
+        &stops.streams,
+    )?;
+    let mgmt = start_management(listeners.mgmt, &parts, &stops.mgmt)?;
+    shutdown.await;
+    let running = Running {
+        tcp,
+        unix,
+        health,
+        watchers,
+        mgmt,
+    };
+    shut_down(&cfg, &parts, running, &stops).await;
+    Ok(())
+}
+
+impl Parts {
+    fn new(cfg: &Config, telemetry: Telemetry) -> Self {
+        let telemetry = Arc::new(telemetry);
+        let context = (!cfg.context.is_empty()).then(|| string_struct(&cfg.context));
+        let names = cfg.redis.sources.iter().map(|s| s.name.clone()).collect();
+        Parts {
+            status: Arc::new(Status::default()),
+            hub: Arc::new(Hub::new(names, context).with_max_bytes(cfg.documents.max_bytes)),
+            fleet: crate::fleet::Fleet::new(),
+            metrics: telemetry.metrics.clone(),
+            telemetry,
+        }
+    }
+}
+
+/// The gRPC server's TLS (certificates loaded) and the token check.
+fn load_security(
+    cfg: &Config,
+    parts: &Parts,
+) -> anyhow::Result<(Option<Arc<crate::tls::ServerTls>>, crate::auth::Auth)> {
     let tls = match &cfg.tls {
         Some(files) => Some(Arc::new(crate::tls::ServerTls::load(files)?)),
         None => None,
@@ -61,33 +140,49 @@ pub async fn run(
         Some(path) => Some(Arc::new(crate::auth::Tokens::load(path.clone())?)),
         None => None,
     };
-    let auth = crate::auth::Auth::new(tokens, metrics.grpc_refused.clone());
+    Ok((
+        tls,
+        crate::auth::Auth::new(tokens, parts.metrics.grpc_refused.clone()),
+    ))
+}
 
-    // Bind everything first.
-    // Port 0: gRPC on the Unix socket only (the configuration requires one then).
-    let grpc_listener = match cfg.grpc_addr.port() {
-        0 => None,
-        _ => Some(
-            TcpListener::bind(cfg.grpc_addr)
-                .await
-                .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_addr))?,
-        ),
-    };
-    let mgmt_listener = match cfg.management_port {
-        Some(port) => {
-            let addr = std::net::SocketAddr::new(cfg.grpc_addr.ip(), port);
-            Some(
-                TcpListener::bind(addr)
+impl Listeners {
+    async fn bind(cfg: &Config) -> anyhow::Result<Self> {
+        // Management first, gRPC last: whoever sees the gRPC port accept (a probe, a
+        // test) finds the management port bound too.
+        let mgmt_listener = match cfg.management_port {
+            Some(port) => {
+                let addr = std::net::SocketAddr::new(cfg.grpc_addr.ip(), port);
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen for management HTTP on {addr}"))?,
+                )
+            }
+            None => None,
+        };
+        // Port 0: gRPC on the Unix socket only (the configuration requires one then).
+        let grpc_listener = match cfg.grpc_addr.port() {
+            0 => None,
+            _ => Some(
+                TcpListener::bind(cfg.grpc_addr)
                     .await
-                    .with_context(|| format!("cannot listen for management HTTP on {addr}"))?,
-            )
-        }
-        None => None,
-    };
-    let unix_listener = match &cfg.socket_path {
-        Some(path) => Some(bind_unix(path).await?),
-        None => None,
-    };
+                    .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_addr))?,
+            ),
+        };
+        let unix_listener = match &cfg.socket_path {
+            Some(path) => Some(bind_unix(path).await?),
+            None => None,
+        };
+        Ok(Listeners {
+            grpc: grpc_listener,
+            mgmt: mgmt_listener,
+            unix: unix_listener,
+        })
+    }
+}
+
+fn warn_if_redis_unverified(cfg: &Config) {
     if cfg.redis.tls.insecure {
         warn!(
             redis = %cfg.redis,
@@ -95,12 +190,10 @@ pub async fn run(
              network path can pose as Redis and serve flags. Development only"
         );
     }
+}
 
-    let streams_stop = CancellationToken::new();
-    let watcher_stop = CancellationToken::new();
-    let mgmt_stop = CancellationToken::new();
-
-    // The watcher.
+/// `--snapshot-path`: serve the saved document until Redis answers.
+fn preload_snapshot(cfg: &Config, hub: &Hub) {
     if let Some(path) = &cfg.snapshot_path {
         match crate::snapshot::load(path, &cfg.documents) {
             Ok(Some(doc)) => {
@@ -112,19 +205,47 @@ pub async fn run(
             Err(e) => warn!(path = %path.display(), error = %e, "ignoring an unreadable snapshot"),
         }
     }
-    // One watcher (one Redis connection) for all sources; on a Cluster, one per hash slot
-    // the keys use (keyspace events are node-local; hash-tag the keys to share one).
-    let watcher_tasks: Vec<_> = crate::source::groups(&cfg.redis)
+}
+
+/// One watcher (one Redis connection) for all sources; on a Cluster, one per hash slot
+/// the keys use (keyspace events are node-local; hash-tag the keys to share one). Each
+/// runs the doctor's checks on its connection after every connect.
+fn start_watchers(cfg: &Config, parts: &Parts, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
+    let on_connect: OnConnect = {
+        let (documents, status, metrics) =
+            (cfg.documents, parts.status.clone(), parts.metrics.clone());
+        Arc::new(move |con, target| {
+            crate::doctor::spawn_session_checks(con, target, documents, &status, &metrics)
+        })
+    };
+    crate::source::groups(&cfg.redis)
         .into_iter()
         .map(|group| {
-            let watcher = Watcher::new(&cfg, group, hub.clone(), status.clone(), metrics.clone());
-            tokio::spawn(watcher.run(watcher_stop.clone()))
+            let watcher = Watcher::new(
+                cfg,
+                group,
+                parts.hub.clone(),
+                parts.status.clone(),
+                parts.metrics.clone(),
+                Some(on_connect.clone()),
+            );
+            tokio::spawn(watcher.run(stop.clone()))
         })
-        .collect();
+        .collect()
+}
 
+/// gRPC: the sync services, health mirroring readiness, reflection; on TCP (TLS when
+/// configured) and on the Unix socket.
+fn start_grpc(
+    cfg: &Config,
+    parts: &Parts,
+    (tls, auth): (Option<Arc<crate::tls::ServerTls>>, crate::auth::Auth),
+    (grpc_listener, unix_listener): (Option<TcpListener>, Option<UnixListener>),
+    streams_stop: &CancellationToken,
+) -> anyhow::Result<GrpcTasks> {
     // gRPC: the sync services, health mirroring readiness, reflection.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let mut ready_rx = status.ready_watch();
+    let mut ready_rx = parts.status.ready_watch();
     let health_task = tokio::spawn(async move {
         loop {
             let ready = *ready_rx.borrow_and_update();
@@ -148,13 +269,13 @@ pub async fn run(
         .build_v1()
         .context("building the reflection service")?;
     let svc = SyncService::new(
-        hub.clone(),
-        status.clone(),
-        metrics.clone(),
+        parts.hub.clone(),
+        parts.status.clone(),
+        parts.metrics.clone(),
         streams_stop.clone(),
-        &cfg,
+        cfg,
     )
-    .with_fleet(fleet.clone());
+    .with_fleet(parts.fleet.clone());
     let builder = || {
         Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -169,8 +290,8 @@ pub async fn run(
         b.add_service(health_service.clone())
             .add_service(InterceptedService::new(reflection.clone(), auth.clone()))
             .add_service(InterceptedService::new(
-                // SyncFlags without a per-stream copy of the document (src/zerocopy.rs).
-                crate::zerocopy::FlagdSync::new(svc.clone(), MAX_REQUEST_BYTES),
+                // SyncFlags without a per-stream copy of the document (src/grpc/frames.rs).
+                crate::grpc::frames::FlagdSync::new(svc.clone(), MAX_REQUEST_BYTES),
                 auth.clone(),
             ))
             .add_service(InterceptedService::new(
@@ -192,7 +313,7 @@ pub async fn run(
         max_connections,
         open_files, "gRPC connection budget (--max-connections)"
     );
-    let refused = metrics.grpc_refused.clone();
+    let refused = parts.metrics.grpc_refused.clone();
     let grpc_acceptor = grpc_listener.map(|l| {
         crate::conn::Acceptor::new(l, max_connections, "gRPC", move || {
             refused.add(
@@ -210,7 +331,7 @@ pub async fn run(
                 acceptor,
                 tls.clone(),
                 stop.clone(),
-                metrics.grpc_refused.clone(),
+                parts.metrics.grpc_refused.clone(),
             );
             Some(tokio::spawn(
                 routes(&mut tcp_builder)
@@ -239,8 +360,8 @@ pub async fn run(
         }
         None => None,
     };
-    status.set_grpc_listening();
-    status.refresh_ready(hub.ready());
+    parts.status.set_grpc_listening();
+    parts.status.refresh_ready(parts.hub.ready());
     info!(
         grpc = %grpc_addr.map_or_else(|| "off (socket only)".to_string(), |a| a.to_string()),
         tls = cfg.tls.is_some(),
@@ -252,16 +373,30 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "flagd-redis-sync listening"
     );
+    Ok((tcp_server, unix_server, health_task))
+}
 
-    // Management HTTP.
+/// The gRPC servers (TCP, Unix socket) and the health mirroring task.
+type GrpcTasks = (
+    Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    JoinHandle<()>,
+);
+
+/// Management HTTP: /healthz, /readyz, /metrics, /fleet, /changes.
+fn start_management(
+    mgmt_listener: Option<TcpListener>,
+    parts: &Parts,
+    mgmt_stop: &CancellationToken,
+) -> anyhow::Result<Option<JoinHandle<std::io::Result<()>>>> {
     let mgmt_task = match mgmt_listener {
         Some(listener) => {
             info!(addr = %listener.local_addr()?, "management endpoints: /healthz /readyz /metrics /fleet /changes");
             let app = crate::http::router(crate::http::Mgmt {
-                status: status.clone(),
-                hub: hub.clone(),
-                telemetry: telemetry.clone(),
-                fleet: fleet.clone(),
+                status: parts.status.clone(),
+                hub: parts.hub.clone(),
+                telemetry: parts.telemetry.clone(),
+                fleet: parts.fleet.clone(),
             });
             let stop = mgmt_stop.clone();
             let listener = crate::conn::ManagementListener(crate::conn::Acceptor::new(
@@ -278,16 +413,20 @@ pub async fn run(
         }
         None => None,
     };
+    Ok(mgmt_task)
+}
 
-    shutdown.await;
+/// Readiness off, streams ended with UNAVAILABLE, gRPC drained for at most the grace
+/// period, then the watchers, the management server, the socket file, telemetry.
+async fn shut_down(cfg: &Config, parts: &Parts, running: Running, stops: &Stops) {
     info!(
         grace_seconds = cfg.shutdown_grace.as_secs(),
         "shutting down: readiness off, ending streams with UNAVAILABLE"
     );
-    status.set_shutting_down();
-    streams_stop.cancel();
+    parts.status.set_shutting_down();
+    stops.streams.cancel();
     let drain = async {
-        if let Some(tcp) = tcp_server {
+        if let Some(tcp) = running.tcp {
             if let Err(e) = tcp
                 .await
                 .map_err(anyhow::Error::from)
@@ -296,7 +435,7 @@ pub async fn run(
                 error!(error = %e, "gRPC server ended with an error");
             }
         }
-        if let Some(unix) = unix_server {
+        if let Some(unix) = running.unix {
             let _ = unix.await;
         }
     };
@@ -306,13 +445,13 @@ pub async fn run(
     {
         warn!("grace period over with connections still open; exiting anyway");
     }
-    watcher_stop.cancel();
-    for t in watcher_tasks {
+    stops.watchers.cancel();
+    for t in running.watchers {
         let _ = t.await;
     }
-    health_task.abort();
-    mgmt_stop.cancel();
-    if let Some(t) = mgmt_task {
+    running.health.abort();
+    stops.mgmt.cancel();
+    if let Some(t) = running.mgmt {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
     }
     if let Some(path) = &cfg.socket_path {
@@ -320,7 +459,7 @@ pub async fn run(
     }
     // Flushes OTLP metrics and spans: blocking, so off the async workers, and bounded so
     // an unreachable collector cannot hold up the exit.
-    let flush = telemetry.clone();
+    let flush = parts.telemetry.clone();
     let flushed = tokio::task::spawn_blocking(move || flush.shutdown());
     if tokio::time::timeout(Duration::from_secs(5), flushed)
         .await
@@ -329,7 +468,6 @@ pub async fn run(
         warn!("telemetry flush still running after 5 s; exiting anyway");
     }
     info!("stopped");
-    Ok(())
 }
 
 /// Binds a Unix socket with mode 0660. A socket file left by a crashed process is

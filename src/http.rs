@@ -44,7 +44,7 @@ struct Readiness {
     merge_refused: Option<String>,
     streams: i64,
     /// Production-readiness findings about Redis (see docs/doctor.md).
-    findings: Vec<crate::doctor::Finding>,
+    findings: Vec<crate::finding::Finding>,
 }
 
 #[derive(Serialize)]

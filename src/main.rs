@@ -2,7 +2,7 @@
 //! exit codes (64 for bad configuration, as sysexits' EX_USAGE; 1 for failures).
 
 use clap::Parser;
-use flagd_redis_sync::config::{Cli, Command};
+use flagd_redis_sync::cli::{Cli, Command};
 use flagd_redis_sync::{app, doctor, telemetry, tools, validate};
 use std::process::ExitCode;
 
@@ -44,11 +44,31 @@ fn main() -> ExitCode {
         }
     };
     match &cli.command {
-        Some(Command::Validate(args)) => return ExitCode::from(validate::run(args)),
-        Some(Command::Put(args)) => return tools::put::main(args),
-        Some(Command::Watch(args)) => return tools::watch::main(args),
-        Some(Command::Healthcheck(args)) => return tools::healthcheck::main(args),
-        Some(Command::Doctor(args)) => return ExitCode::from(doctor::run_cli(args)),
+        Some(Command::Validate(args)) => {
+            return ExitCode::from(validate::run(&args.files, &args.documents()))
+        }
+        Some(Command::Put(args)) => {
+            return match args.request(env) {
+                Ok(request) => tools::put::main(&request),
+                Err(e) => usage("put", &e),
+            }
+        }
+        Some(Command::Watch(args)) => return tools::watch::main(&args.options()),
+        Some(Command::Healthcheck(args)) => {
+            let within = std::time::Duration::from_secs(args.timeout);
+            return tools::healthcheck::main(args.port, args.url.as_deref(), within);
+        }
+        Some(Command::Doctor(args)) => {
+            return match args.target(env) {
+                Ok(target) => ExitCode::from(doctor::run_cli(
+                    &target,
+                    &args.documents(),
+                    args.redis.timeout(),
+                    args.format,
+                )),
+                Err(e) => usage("doctor", &e),
+            }
+        }
         None => {}
     }
     let cfg = match cli.serve.to_config() {
@@ -69,12 +89,20 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let shutdown = shutdown_signal();
         // Inside the runtime: the OTLP exporters' gRPC channels need it.
-        let telemetry = telemetry::Telemetry::new()?;
+        let telemetry = match telemetry::Telemetry::new() {
+            Ok(t) => t,
+            // Before the logs are set up, stderr is the only place this can go.
+            Err(e) => {
+                eprintln!("flagd-redis-sync: {e:#}");
+                return Err(e);
+            }
+        };
         let tracer = telemetry.tracer();
         telemetry::init_logs(cli.serve.redis_log_format, cli.serve.debug, tracer);
         telemetry.log_otlp();
-        app::run(cfg, telemetry, shutdown_signal()).await
+        app::run(cfg, telemetry, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,12 +114,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// The environment variables read outside clap (`REDIS_PASSWORD`).
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A command line that cannot work: one line, exit 64.
+fn usage(tool: &str, e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("flagd-redis-sync {tool}: {e}");
+    ExitCode::from(EX_USAGE)
+}
+
+/// Resolves on SIGTERM or SIGINT. The SIGTERM handler is installed now, not at the first
+/// poll (after start-up): a SIGTERM while listeners are being bound must still end in an
+/// orderly shutdown (socket file removed), not the default action. Call inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    async move {
+        let mut term = term.expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
     }
 }

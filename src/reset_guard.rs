@@ -7,23 +7,12 @@
 //!
 //! The peer: h2 handles a frame in the same poll, on the same thread, as the read that
 //! brought it, and every inbound connection reads through [`crate::conn::Guarded`], which
-//! records its peer here before each read ([`note_peer`]).
+//! records its peer for the thread before each read ([`crate::conn::reading_peer`]).
 
-use crate::conn::RateLimited;
-use std::cell::Cell;
-use std::net::SocketAddr;
+use crate::conn::{reading_peer, RateLimited};
 use std::sync::Mutex;
 use tracing::{warn, Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
-
-thread_local! {
-    static PEER: Cell<Option<SocketAddr>> = const { Cell::new(None) };
-}
-
-/// Records the peer whose bytes this thread is about to hand to h2.
-pub fn note_peer(peer: SocketAddr) {
-    PEER.with(|p| p.set(Some(peer)));
-}
 
 /// Whether an event is h2's reset-limit warning.
 pub fn is_reset_warning(meta: &Metadata<'_>) -> bool {
@@ -50,9 +39,7 @@ impl<S: Subscriber> Layer<S> for ResetGuardLog {
         let (Some(count), Ok(runtime)) = (due, tokio::runtime::Handle::try_current()) else {
             return;
         };
-        let peer = PEER
-            .with(Cell::get)
-            .map_or_else(|| "unknown".into(), |p| p.to_string());
+        let peer = reading_peer().map_or_else(|| "unknown".into(), |p| p.to_string());
         // An event raised inside this callback would be dropped (tracing does not
         // re-enter a subscriber), so the line is written from a task of its own.
         runtime.spawn(async move {
@@ -93,7 +80,7 @@ mod tests {
             .with(fmt)
             .with(ResetGuardLog::default());
         let _default = tracing::subscriber::set_default(subscriber);
-        note_peer("192.0.2.7:40000".parse().unwrap());
+        crate::conn::note_peer("192.0.2.7:40000".parse().unwrap());
         for _ in 0..100 {
             tracing::warn!(target: "h2::proto::streams::recv",
                 "recv_reset; remotely-reset pending-accept streams reached limit (20)");

@@ -59,7 +59,7 @@ pub struct Snapshot {
     /// Each source's key, by source name.
     pub sources: std::collections::BTreeMap<String, KeyState>,
     /// The doctor's findings at the last connect (empty until the first check ends).
-    pub findings: Vec<crate::doctor::Finding>,
+    pub findings: Vec<crate::finding::Finding>,
 }
 
 /// Shared, cheap-to-read health state.

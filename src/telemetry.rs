@@ -2,7 +2,6 @@
 //! `/metrics`) and, when the standard `OTEL_EXPORTER_OTLP_*` variables name an endpoint,
 //! OTLP export of the same metrics and of the tracing spans (gRPC, via tonic).
 
-use crate::config::LogFormat;
 use opentelemetry::metrics::{
     Counter, Gauge, Histogram, Meter, MeterProvider as _, ObservableGauge, UpDownCounter,
 };
@@ -14,6 +13,15 @@ use opentelemetry_sdk::Resource;
 use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
+
+/// Log output (`--redis-log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Console,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
 
 /// Installs the global log subscriber. `RUST_LOG`, when set, wins over `--debug`. With a
 /// tracer (OTLP traces configured), spans are also exported.

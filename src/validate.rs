@@ -5,7 +5,6 @@
 //! column for syntax errors; one such line per problem strict validation found);
 //! 2 at least one file could not be read (wins over 1).
 
-use crate::config::ValidateArgs;
 use crate::flags;
 
 /// Every file was valid.
@@ -16,14 +15,9 @@ pub const REFUSED: u8 = 1;
 pub const UNREADABLE: u8 = 2;
 
 /// Prints one line per file; returns the exit code.
-pub fn run(args: &ValidateArgs) -> u8 {
-    let opts = flags::Options {
-        max_bytes: args.max_payload_bytes,
-        normalize: !args.no_normalize,
-        validation: args.validation,
-    };
+pub fn run(files: &[std::path::PathBuf], opts: &flags::Options) -> u8 {
     let mut code = VALID;
-    for path in &args.files {
+    for path in files {
         let name = path.display().to_string();
         let bytes = crate::files::read_document(path, opts.max_bytes);
         match bytes {
@@ -31,7 +25,7 @@ pub fn run(args: &ValidateArgs) -> u8 {
                 code = UNREADABLE;
                 eprintln!("{name}: cannot read: {e}");
             }
-            Ok(bytes) => match flags::parse(&bytes, &opts) {
+            Ok(bytes) => match flags::parse(&bytes, opts) {
                 Ok(doc) => {
                     for line in doc.warnings.lines() {
                         eprintln!("{name}: warning (strict would refuse): {line}");

@@ -53,7 +53,7 @@ static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
     };
     let registry = Registry::new()
         .add(FLAGS_ID, parse(FLAGS_JSON))
-        .and_then(|r| r.add(TARGETING_ID, parse(TARGETING_JSON)))
+        .and_then(|r| r.add(TARGETING_ID, lenient_sem_ver(parse(TARGETING_JSON))))
         .and_then(|r| r.add(FLAGD_ID, parse(FLAGD_JSON)))
         .and_then(|r| r.prepare())
         .expect("the vendored flagd schemas register");
@@ -73,6 +73,21 @@ static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
         )),
     }
 });
+
+/// The one place the vendored schema is loosened: `semVerString` in targeting.json
+/// allows only full `MAJOR.MINOR.PATCH` versions, but every flagd provider compares a
+/// `v` prefix and partial versions (`v1.0.0`, `1.1`, `1`) as the flagd testbed's
+/// `semver-v-prefix-flag` and `semver-partial-version-flag` expect, and the Python
+/// provider evaluates them without error (integration/validation/accepted/
+/// sem-ver-lenient-versions.json, checked in compat_python.rs). Refusing them would be a
+/// false refusal, so the pattern is replaced by one that also takes those forms; the file
+/// itself stays as published (docs/validation.md).
+fn lenient_sem_ver(mut targeting: Value) -> Value {
+    const PATTERN: &str = r"^[vV]?(0|[1-9]\d*)(?:\.(0|[1-9]\d*)){0,2}(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$";
+    let pattern = targeting.pointer_mut("/definitions/semVerString/pattern");
+    *pattern.expect("targeting.json defines semVerString's pattern") = Value::from(PATTERN);
+    targeting
+}
 
 /// Which part of the schema a value is checked against.
 #[derive(Clone, Copy, Debug)]
@@ -179,5 +194,24 @@ mod tests {
         assert!(check(Part::Metadata, &json!({"flagSetId": 1}), "/metadata", None).is_none());
         assert!(check(Part::Metadata, &json!({"v": [1]}), "/metadata", None).is_some());
         assert_eq!(VERSION, "0.2.15");
+    }
+
+    #[test]
+    fn sem_ver_takes_the_versions_providers_compare_and_nothing_looser() {
+        let rule = |v: &str| json!({"sem_ver": [{"var": "version"}, ">=", v]});
+        for ok in [
+            "1.0.0",
+            "v1.0.0",
+            "V2.1.3",
+            "1.1",
+            "1",
+            "1.2.3-rc.1+build.5",
+            "v1.2-beta",
+        ] {
+            assert!(check(Part::Rule, &rule(ok), "", None).is_none(), "{ok}");
+        }
+        for bad in ["", "x1.0.0", "1.0.0.0", "01.0.0", "1.0.", "vv1", "1..0"] {
+            assert!(check(Part::Rule, &rule(bad), "", None).is_some(), "{bad}");
+        }
     }
 }

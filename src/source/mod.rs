@@ -3,7 +3,7 @@
 //!
 //! One session, repeated for as long as the service runs:
 //! 1. find the node (the URI's, the Sentinel master, the Cluster slot owner: see
-//!    [`topology`]), connect (with a timeout), confirm its role, merge the needed letters
+//!    [`crate::redis::topology`]), connect (with a timeout), confirm its role, merge the needed letters
 //!    into `notify-keyspace-events`;
 //! 2. SUBSCRIBE to each key's keyspace channel, **then** read the keys (a change between
 //!    the two is caught either by the event or by the read);
@@ -21,17 +21,16 @@
 mod backoff;
 mod notify;
 mod reader;
-pub mod topology;
-
-pub(crate) use reader::read_plain;
 
 pub use backoff::Backoff;
-/// Which `notify-keyspace-events` letters are missing (for the doctor).
-pub(crate) use notify::merged as notify_merged;
 
-use crate::config::{Config, OnMissingKey, RedisAddr, RedisTarget, SourceSpec, Storage};
+use crate::config::{Config, OnMissingKey};
 use crate::flags::{self, DocumentError};
 use crate::hub::Hub;
+use crate::redis::connect::connect;
+use crate::redis::reply::as_string;
+use crate::redis::topology::{self, key_slot, Placement};
+use crate::redis::{RedisAddr, RedisTarget, SourceSpec, Storage};
 use crate::status::{KeyState, RedisState, Status, Trigger};
 use crate::telemetry::Metrics;
 use reader::{Fetched, Reader};
@@ -41,7 +40,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use topology::Placement;
 use tracing::{debug, error, info, warn};
 
 /// Timeouts and cadences of the Redis session.
@@ -118,32 +116,14 @@ pub fn groups(target: &RedisTarget) -> Vec<Vec<usize>> {
     by_slot.into_values().collect()
 }
 
-/// The Redis Cluster hash slot of a key (CRC16/XMODEM of the key or its `{hash tag}`).
-pub fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            rest.iter()
-                .position(|&b| b == b'}')
-                .filter(|&close| close > 0)
-                .map(|close| &rest[..close])
-        })
-        .unwrap_or(key);
-    let mut crc: u16 = 0;
-    for &b in tagged {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
+/// Work started on each session's connection once it is subscribed (the doctor's
+/// production-readiness checks, handed in by `app.rs` so that this layer knows nothing
+/// of them); the returned handle ends it with the session.
+pub type OnConnect = Arc<
+    dyn Fn(&MultiplexedConnection, &RedisTarget) -> tokio_util::task::AbortOnDropHandle<()>
+        + Send
+        + Sync,
+>;
 
 /// Watches some source keys on one connection and publishes every valid change.
 pub struct Watcher {
@@ -161,6 +141,8 @@ pub struct Watcher {
     config_warned: bool,
     /// Warn about refused CLIENT TRACKING only once per process.
     tracking_warned: bool,
+    /// Started on every connect (see [`OnConnect`]).
+    on_connect: Option<OnConnect>,
 }
 
 impl Watcher {
@@ -171,6 +153,7 @@ impl Watcher {
         hub: Arc<Hub>,
         status: Arc<Status>,
         metrics: Metrics,
+        on_connect: Option<OnConnect>,
     ) -> Self {
         let sources: Vec<Source> = indexes
             .into_iter()
@@ -196,6 +179,7 @@ impl Watcher {
             snapshot: cfg.snapshot_path.clone().map(crate::snapshot::spawn_writer),
             config_warned: false,
             tracking_warned: false,
+            on_connect,
         }
     }
 
@@ -239,7 +223,43 @@ impl Watcher {
         }
     }
 
+    /// One session: connect, arm the change triggers, announce, read everything, then
+    /// follow events, polls and liveness checks until something breaks.
     async fn session(&mut self, backoff: &mut Backoff) -> Result<(), SessionError> {
+        let (node, placement, mut con, pushes) = self.connect().await?;
+        let (channels, trigger) = self.arm_triggers(&node, &mut con).await?;
+        self.announce_connected(&node, &channels, trigger);
+        backoff.reset();
+        // The connect hook (the doctor's checks), in the background; it ends with the session.
+        let _on_connect = self
+            .on_connect
+            .as_ref()
+            .map(|hook| hook(&con, &self.target));
+        let mut readers: Vec<Reader> = self
+            .sources
+            .iter()
+            .map(|s| Reader::new(s.spec.key.clone(), s.spec.storage))
+            .collect();
+        let everything: Vec<usize> = (0..self.sources.len()).collect();
+        self.read(&mut con, &mut readers, &everything, &placement, None)
+            .await?;
+        self.follow(con, pushes, &channels, &placement, readers)
+            .await
+    }
+
+    /// Finds the node (Sentinel master, Cluster slot owner…), connects with pushes sent to
+    /// the returned receiver, and confirms the node is the one to watch.
+    async fn connect(
+        &mut self,
+    ) -> Result<
+        (
+            RedisTarget,
+            Placement,
+            MultiplexedConnection,
+            mpsc::UnboundedReceiver<redis::PushInfo>,
+        ),
+        SessionError,
+    > {
         let first_key = self.sources[0].spec.key.clone();
         let resolved = topology::resolve(&self.target, &first_key, self.timing.timeout)
             .await
@@ -247,24 +267,32 @@ impl Watcher {
                 hint: String::new(),
                 source,
             })?;
-        let node = resolved.node;
-        let placement = resolved.placement;
-        let (push_tx, mut pushes) = mpsc::unbounded_channel();
-        let mut con = topology::connect(&node, self.timing.timeout, Some(push_tx))
+        let (node, placement) = (resolved.node, resolved.placement);
+        let (push_tx, pushes) = mpsc::unbounded_channel();
+        let mut con = connect(&node, self.timing.timeout, Some(push_tx))
             .await
             .map_err(|source| SessionError::Connect {
                 hint: node.connect_hint(&source, self.timing.timeout),
                 source,
             })?;
         self.check_placement(&placement, &mut con, None).await?;
+        Ok((node, placement, con, pushes))
+    }
 
+    /// Keyspace notifications (merged into `notify-keyspace-events`), the subscriptions,
+    /// and CLIENT TRACKING where notifications cannot be confirmed. Returns the channels
+    /// (one per source, in order) and what triggers reads.
+    async fn arm_triggers(
+        &mut self,
+        node: &RedisTarget,
+        con: &mut MultiplexedConnection,
+    ) -> Result<(Vec<String>, Trigger), SessionError> {
         let needed = if self.sources.iter().any(|s| s.spec.storage == Storage::Hash) {
-            notify::NEEDED_HASH
+            crate::redis::keyspace::NEEDED_HASH
         } else {
-            notify::NEEDED
+            crate::redis::keyspace::NEEDED
         };
-        let mut trigger =
-            notify::ensure(&mut con, &self.timing, needed, &mut self.config_warned).await;
+        let mut trigger = notify::ensure(con, &self.timing, needed, &mut self.config_warned).await;
         let channels: Vec<String> = self
             .sources
             .iter()
@@ -277,10 +305,15 @@ impl Watcher {
             // Needs no CONFIG: invalidations for every write to keys with these prefixes
             // (other keys sharing one cost a cheap hash read), and FLUSHALL too.
             let keys: Vec<&str> = self.sources.iter().map(|s| s.spec.key.as_str()).collect();
-            if notify::track(&mut con, &keys, &mut self.tracking_warned).await {
+            if notify::track(con, &keys, &mut self.tracking_warned).await {
                 trigger = Trigger::Tracking;
             }
         }
+        Ok((channels, trigger))
+    }
+
+    /// Status, metric and log line for a connected, subscribed session.
+    fn announce_connected(&self, node: &RedisTarget, channels: &[String], trigger: Trigger) {
         self.status.update(|s| {
             s.redis = RedisState::Connected;
             s.redis_error = None;
@@ -288,31 +321,24 @@ impl Watcher {
         });
         self.metrics.redis_up.record(1, &[]);
         info!(node = %node, channels = ?channels, trigger = ?trigger, "connected to redis and subscribed");
-        backoff.reset();
-        // Production-readiness checks on this connection, in the background; they end with the session.
-        let _doctor = crate::doctor::spawn_session_checks(
-            &con,
-            &self.target,
-            self.documents,
-            &self.status,
-            &self.metrics,
-        );
+    }
 
-        let mut readers: Vec<Reader> = self
-            .sources
-            .iter()
-            .map(|s| Reader::new(s.spec.key.clone(), s.spec.storage))
-            .collect();
+    /// The session's loop: events (coalesced), Sentinel's failover hint, polls, liveness
+    /// checks. Returns only with the error that ends the session.
+    async fn follow(
+        &mut self,
+        mut con: MultiplexedConnection,
+        mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+        channels: &[String],
+        placement: &Placement,
+        mut readers: Vec<Reader>,
+    ) -> Result<(), SessionError> {
         let everything: Vec<usize> = (0..self.sources.len()).collect();
-        self.read(&mut con, &mut readers, &everything, &placement, None)
-            .await?;
-
         // Sentinel's failover announcement, as a hint to move at once.
         let (mut hint_con, mut hints) = match placement.switch_hint(self.timing.timeout).await {
             Some((c, rx)) => (Some(c), Some(rx)),
             None => (None, None),
         };
-
         let start = tokio::time::Instant::now();
         let mut poll = tokio::time::interval_at(start + self.timing.poll, self.timing.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -324,32 +350,9 @@ impl Watcher {
                 push = pushes.recv() => {
                     let Some(push) = push else { return Err(SessionError::Disconnected) };
                     let seen = Instant::now();
-                    let mut dirty = vec![false; self.sources.len()];
-                    // Coalesce: everything already queued is covered by one read per key.
-                    let mut next = Some(push);
-                    while let Some(p) = next {
-                        match p.kind {
-                            PushKind::Disconnection => return Err(SessionError::Disconnected),
-                            PushKind::Message => {
-                                self.metrics.notifications.add(1, &[]);
-                                let channel = p.data.first().and_then(topology::as_string);
-                                for (i, c) in channels.iter().enumerate() {
-                                    if channel.as_deref() == Some(c.as_str()) {
-                                        dirty[i] = true;
-                                    }
-                                }
-                            }
-                            PushKind::Invalidate => {
-                                self.metrics.notifications.add(1, &[]);
-                                self.mark_invalidated(&p.data, &mut dirty);
-                            }
-                            other => debug!(kind = ?other, "redis push"),
-                        }
-                        next = pushes.try_recv().ok();
-                    }
-                    let which: Vec<usize> = (0..dirty.len()).filter(|&i| dirty[i]).collect();
+                    let which = self.drain_events(push, &mut pushes, channels)?;
                     if !which.is_empty() {
-                        self.read(&mut con, &mut readers, &which, &placement, Some(seen)).await?;
+                        self.read(&mut con, &mut readers, &which, placement, Some(seen)).await?;
                     }
                 }
                 hint = recv_hint(&mut hints) => {
@@ -367,11 +370,44 @@ impl Watcher {
                 }
                 _ = poll.tick() => {
                     self.metrics.polls.add(1, &[]);
-                    self.read(&mut con, &mut readers, &everything, &placement, Some(Instant::now())).await?;
+                    self.read(&mut con, &mut readers, &everything, placement, Some(Instant::now())).await?;
                 }
-                _ = ping.tick() => self.check_placement(&placement, &mut con, hint_con.as_mut()).await?,
+                _ = ping.tick() => self.check_placement(placement, &mut con, hint_con.as_mut()).await?,
             }
         }
+    }
+
+    /// The sources to read for `first` and every push already queued behind it
+    /// (bursts coalesce into one read per key).
+    fn drain_events(
+        &mut self,
+        first: redis::PushInfo,
+        pushes: &mut mpsc::UnboundedReceiver<redis::PushInfo>,
+        channels: &[String],
+    ) -> Result<Vec<usize>, SessionError> {
+        let mut dirty = vec![false; self.sources.len()];
+        let mut next = Some(first);
+        while let Some(p) = next {
+            match p.kind {
+                PushKind::Disconnection => return Err(SessionError::Disconnected),
+                PushKind::Message => {
+                    self.metrics.notifications.add(1, &[]);
+                    let channel = p.data.first().and_then(as_string);
+                    for (i, c) in channels.iter().enumerate() {
+                        if channel.as_deref() == Some(c.as_str()) {
+                            dirty[i] = true;
+                        }
+                    }
+                }
+                PushKind::Invalidate => {
+                    self.metrics.notifications.add(1, &[]);
+                    self.mark_invalidated(&p.data, &mut dirty);
+                }
+                other => debug!(kind = ?other, "redis push"),
+            }
+            next = pushes.try_recv().ok();
+        }
+        Ok((0..dirty.len()).filter(|&i| dirty[i]).collect())
     }
 
     /// Checks the node is alive and still the one to watch, under the timeout.
@@ -392,9 +428,7 @@ impl Watcher {
     /// Marks the sources a tracking invalidation names (all of them for FLUSHALL's null).
     fn mark_invalidated(&self, data: &[redis::Value], dirty: &mut [bool]) {
         let keys: Option<Vec<String>> = match data.first() {
-            Some(redis::Value::Array(items)) => {
-                Some(items.iter().filter_map(topology::as_string).collect())
-            }
+            Some(redis::Value::Array(items)) => Some(items.iter().filter_map(as_string).collect()),
             _ => None,
         };
         for (i, s) in self.sources.iter().enumerate() {
@@ -434,7 +468,7 @@ impl Watcher {
                         Some(found) if !holds(self.sources[i].spec.storage, &found) => {
                             self.wrong_type(i, &found)
                         }
-                        _ => self.read_failed(i, e.to_string()),
+                        _ => self.read_failed(i, &e),
                     }
                     continue;
                 }
@@ -480,10 +514,21 @@ impl Watcher {
         Ok(())
     }
 
-    fn read_failed(&mut self, i: usize, reason: String) {
+    fn read_failed(&mut self, i: usize, e: &redis::RedisError) {
+        let reason = e.to_string();
         let source = &self.sources[i].spec;
         if self.status.source(&source.name) != KeyState::Refused(reason.clone()) {
-            error!(key = %source.key, source = %source.name, error = %reason,
+            let hint = if crate::redis::codes::is_wrong_type(e) {
+                match source.storage {
+                    Storage::String => {
+                        " (the key is not a string: for a hash of flags use type=hash)"
+                    }
+                    Storage::Hash => " (the key is not a hash: for a JSON string drop type=hash)",
+                }
+            } else {
+                ""
+            };
+            error!(key = %source.key, source = %source.name, error = %format!("{reason}{hint}"),
                 "cannot read the flag key; serving the last good flags");
         }
         self.status
@@ -676,20 +721,6 @@ fn is_connection_error(e: &redis::RedisError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_slots_match_redis() {
-        // The examples of Redis's CLUSTER KEYSLOT documentation.
-        assert_eq!(key_slot(b"somekey"), 11058);
-        assert_eq!(key_slot(b"foo{hash_tag}"), 2515);
-        assert_eq!(key_slot(b"foo{hash_tag}"), key_slot(b"hash_tag"));
-        assert_eq!(
-            key_slot(b"{user1000}.following"),
-            key_slot(b"{user1000}.followers")
-        );
-        // An empty tag is no tag: the whole key is hashed.
-        assert_ne!(key_slot(b"{}a"), key_slot(b"{}b"));
-    }
 
     #[test]
     fn only_other_types_are_wrong() {

@@ -1,39 +1,12 @@
-//! Makes sure Redis sends the keyspace notifications the watcher needs.
-//!
-//! Needed: `K` (keyspace channel) with `g` (DEL, RENAME, EXPIRE…), `$` (string writes),
-//! `x` (expired) and `e` (evicted), plus `h` (hash writes) when a source is a hash. The
-//! letters already set are kept (other consumers rely on them); only missing ones are
-//! added. `A` stands for every class.
-//!
-//! Wanted too, not needed: `lshzt` (list, set, hash, sorted set and stream writes), so a
-//! flag key deleted and recreated as another type (`LPUSH`, `SADD`, `HSET`, `XADD`…) is
-//! noticed at the event rather than at the next poll (issue 17). Without them the poll
-//! still finds it, so a refused CONFIG SET of these letters alone is not a warning.
+//! Makes sure Redis sends the keyspace notifications the watcher needs (the letters:
+//! [`crate::redis::keyspace`]), or arms CLIENT TRACKING where it cannot.
 
 use super::Timing;
+use crate::redis::keyspace::{merged_with, TYPE_CHANGES};
+use crate::redis::reply::config_value;
 use crate::status::Trigger;
 use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
-
-pub const NEEDED: &str = "Kg$xe";
-/// Also needed when a source is stored as a hash.
-pub const NEEDED_HASH: &str = "Kg$xeh";
-/// Wanted on top of the needed letters: the writes that create a key of another type.
-/// (`d`, module types, is left out: Redis < 7 refuses the letter and the whole SET.)
-pub const TYPE_CHANGES: &str = "lshzt";
-const CLASSES_IN_A: &str = "g$lshzxetd";
-
-/// The letters to set so that `current` covers `NEEDED`, or `None` if it already does.
-pub fn merged(current: &str) -> Option<String> {
-    merged_with(current, NEEDED)
-}
-
-/// The letters to set so that `current` covers `needed`, or `None` if it already does.
-pub fn merged_with(current: &str, needed: &str) -> Option<String> {
-    let has = |c: char| current.contains(c) || (current.contains('A') && CLASSES_IN_A.contains(c));
-    let missing: String = needed.chars().filter(|c| !has(*c)).collect();
-    (!missing.is_empty()).then(|| format!("{current}{missing}"))
-}
 
 /// Reads and, if needed, extends `notify-keyspace-events`. Says once, clearly, when
 /// CONFIG is refused; the subscription is made either way and the poll covers the rest.
@@ -134,46 +107,14 @@ fn prefixes<'a>(keys: &[&'a str]) -> Vec<&'a str> {
     out
 }
 
-/// The value out of a CONFIG GET reply (a map in RESP3, a pair list in RESP2).
-fn config_value(v: &redis::Value) -> Option<String> {
-    use redis::Value;
-    let as_string = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    match v {
-        Value::Map(pairs) => pairs.first().and_then(|(_, v)| as_string(v)),
-        Value::Array(items) if items.len() == 2 => as_string(&items[1]),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{merged, merged_with, prefixes, NEEDED, TYPE_CHANGES};
+    use super::prefixes;
 
     #[test]
     fn tracking_prefixes_never_overlap() {
         assert_eq!(prefixes(&["flags", "flags:b", "other"]), ["flags", "other"]);
         assert_eq!(prefixes(&["a:x", "a:y"]), ["a:x", "a:y"]);
         assert_eq!(prefixes(&["k", "k"]), ["k"]);
-    }
-
-    #[test]
-    fn merges_without_dropping_letters() {
-        assert_eq!(merged("").as_deref(), Some("Kg$xe"));
-        assert_eq!(merged("KEA"), None);
-        assert_eq!(merged("AK"), None);
-        assert_eq!(merged("Ex").as_deref(), Some("ExKg$e"));
-        assert_eq!(merged("K$").as_deref(), Some("K$gxe"));
-        assert_eq!(merged("Kg$xe"), None);
-        let wanted = format!("{NEEDED}{TYPE_CHANGES}");
-        assert_eq!(merged_with("KEA", &wanted), None);
-        assert_eq!(merged_with("Kg$xe", &wanted).as_deref(), Some("Kg$xelshzt"));
-        assert_eq!(
-            merged_with("Kg$xeh", &wanted).as_deref(),
-            Some("Kg$xehlszt")
-        );
     }
 }

@@ -3,9 +3,11 @@
 //! already hold: an unchanged 1 MB document costs a 40-byte reply per poll, not a GET.
 //! Where scripts are not allowed (no EVALSHA_RO, Redis < 7, NOPERM) it falls back to GET.
 //! A hash-stored source (`type=hash`) is read with HGETALL the same way; its value is the
-//! field list as a JSON array (`cjson.encode` in the script), for [`crate::flags::parse_hash`].
+//! field list as a JSON array (`cjson.encode` in the script), for `flags::parse_hash`.
 
-use crate::config::Storage;
+use crate::redis::codes;
+use crate::redis::reply::read_plain;
+use crate::redis::Storage;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use tracing::{debug, info};
@@ -137,30 +139,6 @@ impl Reader {
     }
 }
 
-/// Reads a key without the script: GET, or for a hash HGETALL as the JSON array
-/// `[field, value, …]` that [`crate::flags::parse_hash`] reads (what the script returns
-/// too). `None` when the key does not exist.
-pub async fn read_plain(
-    con: &mut MultiplexedConnection,
-    key: &str,
-    storage: Storage,
-) -> redis::RedisResult<Option<Vec<u8>>> {
-    if storage == Storage::String {
-        return redis::cmd("GET").arg(key).query_async(con).await;
-    }
-    let fields: Vec<(String, String)> = redis::cmd("HGETALL").arg(key).query_async(con).await?;
-    if fields.is_empty() {
-        return Ok(None);
-    }
-    let flat: Vec<&str> = fields
-        .iter()
-        .flat_map(|(k, v)| [k.as_str(), v.as_str()])
-        .collect();
-    Ok(Some(
-        serde_json::to_vec(&flat).expect("strings always serialise"),
-    ))
-}
-
 fn unexpected() -> redis::RedisError {
     redis::RedisError::from((
         redis::ErrorKind::Client,
@@ -170,11 +148,7 @@ fn unexpected() -> redis::RedisError {
 
 /// Errors that mean "scripts are not available here" (NOPERM, unknown EVALSHA_RO on
 /// Redis < 7, scripting disabled), not "the connection is broken" or "wrong type".
+/// A wrong type is `WRONGTYPE`, not `ERR`, so it is not mistaken for a refusal.
 fn is_script_refusal(e: &redis::RedisError) -> bool {
-    use redis::{ErrorKind, ServerErrorKind};
-    match e.kind() {
-        ErrorKind::Server(ServerErrorKind::NoPerm) => true,
-        ErrorKind::Server(ServerErrorKind::ResponseError) => !e.to_string().contains("WRONGTYPE"),
-        _ => false,
-    }
+    codes::is_no_perm(e) || codes::is_generic_error(e)
 }

@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn configuration_reference() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
-        let want = render(&crate::config::Cli::command());
+        let want = render(&crate::cli::Cli::command());
         if std::env::var_os("UPDATE_DOCS").is_some() {
             std::fs::write(&path, &want).expect("writing docs/configuration.md");
             return;
@@ -155,8 +155,8 @@ mod tests {
 
     #[test]
     fn every_service_option_is_documented_with_its_variable() {
-        let doc = render(&crate::config::Cli::command());
-        for arg in crate::config::Cli::command().get_arguments() {
+        let doc = render(&crate::cli::Cli::command());
+        for arg in crate::cli::Cli::command().get_arguments() {
             if let Some(long) = arg.get_long() {
                 assert!(doc.contains(&format!("`--{long}")), "--{long} missing");
                 assert!(

@@ -5,28 +5,10 @@
 //!
 //! A minimal HTTP/1.1 GET over a tokio `TcpStream`: no HTTP client crate needed.
 
-use clap::Args;
 use serde_json::Value;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-#[derive(Debug, Clone, Args)]
-pub struct HealthcheckArgs {
-    /// Management port of the instance on this host (127.0.0.1); the service's own
-    /// variable, so a container probing itself follows a changed port.
-    #[arg(long, env = "REDIS_SYNC_MANAGEMENT_PORT", default_value_t = 8014)]
-    pub port: u16,
-
-    /// Full URL to probe instead (http:// only), e.g. http://10.0.0.5:8014/readyz or
-    /// .../healthz for liveness.
-    #[arg(long)]
-    pub url: Option<String>,
-
-    /// Seconds allowed for the whole probe.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
-}
 
 /// Where to connect and what to ask for.
 #[derive(Debug, PartialEq)]
@@ -37,11 +19,12 @@ pub struct Probe {
 }
 
 impl Probe {
-    pub fn from_args(args: &HealthcheckArgs) -> Result<Self, String> {
-        let Some(u) = &args.url else {
+    /// `url` if given (http:// only), else `/readyz` on this host's `port`.
+    pub fn new(port: u16, url: Option<&str>) -> Result<Self, String> {
+        let Some(u) = url else {
             return Ok(Probe {
                 host: "127.0.0.1".into(),
-                port: args.port,
+                port,
                 path: "/readyz".into(),
             });
         };
@@ -216,15 +199,15 @@ fn summary(resp: &Response) -> String {
     }
 }
 
-pub fn main(args: &HealthcheckArgs) -> ExitCode {
-    let probe = match Probe::from_args(args) {
+/// Probes `/readyz` (or `url`) within `within`.
+pub fn main(port: u16, url: Option<&str>, within: Duration) -> ExitCode {
+    let probe = match Probe::new(port, url) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("flagd-redis-sync healthcheck: {e}");
             return ExitCode::from(super::EX_USAGE);
         }
     };
-    let within = Duration::from_secs(args.timeout);
     super::block_on("healthcheck", async move {
         let result = match tokio::time::timeout(within, get(&probe)).await {
             Err(_) => Err(format!(
@@ -255,18 +238,10 @@ pub fn main(args: &HealthcheckArgs) -> ExitCode {
 mod tests {
     use super::*;
 
-    fn args(url: Option<&str>) -> HealthcheckArgs {
-        HealthcheckArgs {
-            port: 9014,
-            url: url.map(str::to_string),
-            timeout: 3,
-        }
-    }
-
     #[test]
     fn probes() {
         assert_eq!(
-            Probe::from_args(&args(None)).unwrap(),
+            Probe::new(9014, None).unwrap(),
             Probe {
                 host: "127.0.0.1".into(),
                 port: 9014,
@@ -274,15 +249,15 @@ mod tests {
             }
         );
         assert_eq!(
-            Probe::from_args(&args(Some("http://[::1]:1/healthz?x=1"))).unwrap(),
+            Probe::new(9014, Some("http://[::1]:1/healthz?x=1")).unwrap(),
             Probe {
                 host: "::1".into(),
                 port: 1,
                 path: "/healthz?x=1".into()
             }
         );
-        assert!(Probe::from_args(&args(Some("https://h/readyz"))).is_err());
-        assert!(Probe::from_args(&args(Some("nonsense"))).is_err());
+        assert!(Probe::new(9014, Some("https://h/readyz")).is_err());
+        assert!(Probe::new(9014, Some("nonsense")).is_err());
     }
 
     #[test]

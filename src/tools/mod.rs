@@ -8,6 +8,7 @@ pub mod fleet_watch;
 pub mod healthcheck;
 pub mod put;
 pub mod restore;
+mod store;
 pub mod wait;
 pub mod watch;
 

@@ -1,46 +1,13 @@
 //! `put --wait --service URL`: after storing, wait until every service serves the new
 //! digest and every one of its streams has been handed its current flags (none behind,
-//! none stalled), by polling each service's `GET /fleet?behind=1`. Also `put --restore`'s
-//! and `watch --fleet`'s options.
+//! none stalled), by polling each service's `GET /fleet?behind=1`.
 
 use super::fleet_client::{endpoints, Endpoint, FleetClient, FleetClientError};
 use crate::fleet_http::FleetBody;
-use clap::Args;
 use std::time::{Duration, Instant};
 
 /// How often each service is asked while waiting.
 const POLL: Duration = Duration::from_millis(100);
-
-/// The fleet options of `put`.
-#[derive(Debug, Clone, Args)]
-pub struct FleetArgs {
-    /// After storing, wait until every --service serves the new document and has handed
-    /// it to all of its streams; exit 4 listing the streams still behind after
-    /// --wait-timeout.
-    #[arg(long, requires = "services")]
-    pub wait: bool,
-
-    /// A service's management port, http://HOST:PORT (repeatable). A host name that
-    /// resolves to several addresses (a Kubernetes headless service) means each address.
-    #[arg(long = "service", value_name = "URL")]
-    pub services: Vec<String>,
-
-    /// Seconds --wait waits.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30,
-        value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub wait_timeout: u64,
-
-    /// Put back a document the service remembers (GET /changes lists them): fetched from
-    /// the first --service, validated again, stored only if the key still holds what the
-    /// service serves (or --if-digest).
-    #[arg(
-        long,
-        value_name = "DIGEST",
-        requires = "services",
-        conflicts_with = "file"
-    )]
-    pub restore: Option<String>,
-}
 
 /// A stream not on its current digest when the wait ended.
 #[derive(Debug)]

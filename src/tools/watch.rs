@@ -10,63 +10,36 @@
 use crate::flags::Digest;
 use crate::wire::client::flagd::flag_sync_service_client::FlagSyncServiceClient;
 use crate::wire::client::flagd::{SyncFlagsRequest, SyncFlagsResponse};
-use clap::Args;
 use serde_json::Value;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-#[derive(Debug, Clone, Args)]
-pub struct WatchArgs {
-    /// The sync server: HOST:PORT (e.g. localhost:8016), http://HOST:PORT, or
-    /// https://HOST:PORT for TLS (with --ca-path). Not with --fleet.
-    #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
-    pub target: Option<String>,
-
-    /// Instead of a stream: print each service's fleet view (GET /fleet: digest, streams
-    /// current / behind / stalled, and the streams not current) every second. A
-    /// management-port URL, http://HOST:PORT (repeatable; a host name with several
-    /// addresses means each). Ends after --count rounds.
-    #[arg(long, value_name = "URL")]
+/// What to follow and how to print it, checked by the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// HOST:PORT, http://HOST:PORT or https://HOST:PORT (empty with `fleet`).
+    pub target: String,
+    /// `--fleet`: management ports whose fleet view to print instead of a stream.
     pub fleet: Vec<String>,
-
-    /// PEM CA certificate(s) to verify the server's certificate with; turns TLS on.
-    #[arg(long, value_name = "FILE")]
+    /// CA to verify the server with (TLS on).
     pub ca_path: Option<std::path::PathBuf>,
-
-    /// Name to verify the server's certificate against (default: the target's host).
-    #[arg(long, value_name = "NAME", requires = "ca_path")]
+    /// Name to verify the server's certificate against.
     pub tls_server_name: Option<String>,
-
-    /// File holding a bearer token (first line), sent as `authorization: Bearer <token>`
-    /// to a service started with --auth-token-file.
-    #[arg(long, value_name = "FILE")]
+    /// Bearer token file (first line).
     pub token_file: Option<std::path::PathBuf>,
-
-    /// Selector (`flagSetId=ID`, `source=KEY`, or a bare KEY), sent as flagd's clients do:
-    /// in the `flagd-selector` header and in the request body.
-    #[arg(long, default_value = "")]
+    /// flagd selector, sent in the header and the request.
     pub selector: String,
-
-    /// Print one JSON object per document (time, digest, sha256, bytes, flags).
-    #[arg(long)]
+    /// JSON lines instead of text.
     pub json: bool,
-
-    /// Also print each document's JSON after its line.
-    #[arg(long)]
+    /// Each document's JSON after its line.
     pub print_document: bool,
-
-    /// Exit 0 after this many documents (the first one counts).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Exit after this many documents.
     pub count: Option<u64>,
-
-    /// provider_id sent in the request (shows in the server's debug logs).
-    #[arg(long, default_value = "flagd-redis-sync-watch")]
+    /// provider_id in the request.
     pub provider_id: String,
-
-    /// Seconds allowed to connect.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub connect_timeout: u64,
+    /// Limit for connecting.
+    pub connect_timeout: Duration,
 }
 
 /// What `watch` prints about one document.
@@ -148,7 +121,7 @@ pub fn endpoint_uri(target: &str, tls: bool) -> Result<String, String> {
     Ok(uri)
 }
 
-pub fn main(args: &WatchArgs) -> ExitCode {
+pub fn main(args: &Options) -> ExitCode {
     if !args.fleet.is_empty() {
         return super::block_on(
             "watch",
@@ -159,12 +132,11 @@ pub fn main(args: &WatchArgs) -> ExitCode {
 }
 
 /// The endpoint (with TLS when asked) and the token, or a usage error.
-fn prepare(args: &WatchArgs) -> Result<(Endpoint, Option<String>), String> {
-    let target = args.target.as_deref().unwrap_or_default();
-    let uri = endpoint_uri(target, args.ca_path.is_some())?;
+fn prepare(args: &Options) -> Result<(Endpoint, Option<String>), String> {
+    let uri = endpoint_uri(&args.target, args.ca_path.is_some())?;
     let mut endpoint = Endpoint::from_shared(uri.clone())
-        .map_err(|e| format!("target {target:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(args.connect_timeout));
+        .map_err(|e| format!("target {:?}: {e}", args.target))?
+        .connect_timeout(args.connect_timeout);
     if let Some(ca) = &args.ca_path {
         let pem = crate::files::read_secret(ca)
             .map_err(|e| format!("--ca-path {}: cannot read: {e}", ca.display()))?;
@@ -195,7 +167,7 @@ fn prepare(args: &WatchArgs) -> Result<(Endpoint, Option<String>), String> {
     Ok((endpoint, token))
 }
 
-async fn run(args: &WatchArgs) -> ExitCode {
+async fn run(args: &Options) -> ExitCode {
     let (endpoint, token) = match prepare(args) {
         Ok(p) => p,
         Err(e) => {
@@ -206,11 +178,7 @@ async fn run(args: &WatchArgs) -> ExitCode {
     let channel = match endpoint.connect().await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "cannot connect to {}: {}",
-                args.target.as_deref().unwrap_or_default(),
-                error_chain(&e)
-            );
+            eprintln!("cannot connect to {}: {}", args.target, error_chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -274,7 +242,7 @@ async fn run(args: &WatchArgs) -> ExitCode {
     }
 }
 
-fn print(args: &WatchArgs, msg: &SyncFlagsResponse) {
+fn print(args: &Options, msg: &SyncFlagsResponse) {
     use std::io::Write;
     let r = Received::of(&msg.flag_configuration, SystemTime::now());
     let mut out = std::io::stdout().lock();

@@ -4,7 +4,7 @@
 //! binary reads, selectors that match, a non-root read-only container.
 
 use clap::CommandFactory;
-use flagd_redis_sync::config::Cli;
+use flagd_redis_sync::cli::Cli;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -227,7 +227,7 @@ fn the_service_and_budget_select_the_pods() {
     );
     let key = r["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
     let example = secret["stringData"][key].as_str().expect("the example URI");
-    flagd_redis_sync::config::RedisTarget::parse(example).expect("the example URI parses");
+    flagd_redis_sync::redis::RedisTarget::parse(example).expect("the example URI parses");
 }
 
 #[test]

@@ -194,8 +194,30 @@ fn set_flags(redis: &RedisServer, extra: &[&str]) {
     let _: () = admin_cmd(redis, &args);
 }
 
+/// redis-server options for a TLS port serving `cert` (signed by `ca`); clients need
+/// no certificate of their own.
+pub(crate) fn tls_port_args<'a>(
+    port: &'a str,
+    ca: &'a str,
+    cert: &'a str,
+    key: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "--tls-port",
+        port,
+        "--tls-cert-file",
+        cert,
+        "--tls-key-file",
+        key,
+        "--tls-ca-cert-file",
+        ca,
+        "--tls-auth-clients",
+        "no",
+    ]
+}
+
 /// CA and server certificate for 127.0.0.1, made with the openssl command.
-fn certificates(dir: &Path) -> (String, String, String) {
+pub(crate) fn certificates(dir: &Path) -> (String, String, String) {
     let p = |n: &str| dir.join(n).display().to_string();
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
@@ -283,18 +305,7 @@ fn a_production_grade_redis_reports_all_ok() {
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = certificates(certs.path());
     let tls_port = free_port().to_string();
-    let redis = production(&[
-        "--tls-port",
-        &tls_port,
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--tls-auth-clients",
-        "no",
-    ]);
+    let redis = production(&tls_port_args(&tls_port, &ca, &cert, &key));
     set_flags(&redis, &[]);
     // As the service: the password from REDIS_PASSWORD, the CA from --redis-ca-path.
     let tls_uri = format!("rediss://127.0.0.1:{tls_port}/0?key=flags");

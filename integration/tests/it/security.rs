@@ -943,11 +943,12 @@ async fn grpc_on_the_unix_socket_alone_with_0660_tokens_and_stale_sockets() {
     let meta = std::fs::metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
-    assert!(
-        first.logs().contains("off (socket only)"),
-        "{}",
-        first.logs()
-    );
+    // The start-up line follows the bind, so a client may connect before it is written.
+    eventually(WAIT, "the start-up line", || async {
+        first.logs().contains("off (socket only)").then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", first.logs()));
 
     // The token check holds on the socket too.
     let mut plain = FlagSyncServiceClient::new(ch.clone());

@@ -11,7 +11,7 @@
 //! [`FlagSyncService::sync_flags`] (selector, admission, span, the stream itself), and
 //! every other method through the tonic-generated service, unchanged.
 
-use crate::grpc::SyncService;
+use super::SyncService;
 use crate::wire::server::flagd::flag_sync_service_server::{
     FlagSyncService, FlagSyncServiceServer,
 };
@@ -202,25 +202,49 @@ mod tests {
         v
     }
 
-    #[test]
-    fn decodes_one_uncompressed_message() {
-        let req = SyncFlagsRequest {
+    fn request() -> SyncFlagsRequest {
+        SyncFlagsRequest {
             provider_id: "p".into(),
             selector: "flagSetId=a".into(),
-        };
-        let got = decode_request(&framed(0, &req.encode_to_vec()), 1024).unwrap();
-        assert_eq!(got, req);
+        }
+    }
+
+    #[test]
+    fn decodes_one_uncompressed_message() {
+        let got = decode_request(&framed(0, &request().encode_to_vec()), 1024).unwrap();
+        assert_eq!(got, request());
         assert_eq!(
             decode_request(&[], 1024).unwrap_err().code(),
             tonic::Code::Internal
         );
-        assert_eq!(
-            decode_request(&framed(1, b"x"), 1024).unwrap_err().code(),
-            tonic::Code::Unimplemented
-        );
-        assert_eq!(
-            decode_request(&framed(0, &[0; 64]), 16).unwrap_err().code(),
-            tonic::Code::OutOfRange
-        );
+    }
+
+    #[test]
+    fn an_oversize_request_is_out_of_range_before_it_is_decoded() {
+        let big = SyncFlagsRequest {
+            selector: "x".repeat(64),
+            ..request()
+        };
+        let err = decode_request(&framed(0, &big.encode_to_vec()), 16).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+        assert!(err.message().contains("limit is: 16"), "{err}");
+    }
+
+    #[test]
+    fn a_compressed_request_is_unimplemented() {
+        // Flag 1: compressed with the grpc-encoding the client named; none is supported.
+        let err = decode_request(&framed(1, &request().encode_to_vec()), 1024).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{err}");
+    }
+
+    #[test]
+    fn a_wrongly_typed_request_is_refused() {
+        // Field 1 (provider_id, a string) sent as a varint: not a SyncFlagsRequest.
+        let err = decode_request(&framed(0, &[0x08, 0x01]), 1024).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal, "{err}");
+        // Two messages where one is expected.
+        let one = framed(0, &request().encode_to_vec());
+        let err = decode_request(&[one.clone(), one].concat(), 1024).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal, "{err}");
     }
 }

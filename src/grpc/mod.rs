@@ -4,6 +4,8 @@
 //! change, and never ends with status OK: shutdown ends it with `UNAVAILABLE`, so every
 //! client (the Node provider in particular) reconnects instead of keeping stale flags.
 
+pub mod frames;
+
 use crate::config::Config;
 use crate::fleet::{Client, Fleet, Registration};
 use crate::hub::{Hub, View};

@@ -3,9 +3,11 @@
 //! because that is when it changes (failover, resharding), and checked while connected
 //! (see [`Placement::verify`]) so a move that does not drop the connection is followed too.
 
-use crate::config::{RedisAddr, RedisTarget};
+use super::connect::{connect, PushSender};
+use super::reply::{as_int, as_string};
+use super::target::{RedisAddr, RedisTarget};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError, Value};
+use redis::{RedisError, Value};
 use std::time::Duration;
 use tracing::debug;
 
@@ -37,22 +39,17 @@ fn err(what: &'static str, detail: String) -> RedisError {
     RedisError::from((redis::ErrorKind::Client, what, detail))
 }
 
-/// A RESP3 connection to `node` (sentinels speak RESP3 too) with connect and reply
-/// timeouts, and pushes (keyspace messages, invalidations) sent to `pushes` if given.
-pub async fn connect(
-    node: &RedisTarget,
+/// Finds the node holding `key` (the URI's node, the Sentinel master, the Cluster slot
+/// owner) and connects to it, as the service does: what `put` and the doctor use.
+pub async fn connect_to_key(
+    target: &RedisTarget,
+    key: &str,
     timeout: Duration,
-    pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
-) -> redis::RedisResult<MultiplexedConnection> {
-    let mut config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    if let Some(tx) = pushes {
-        config = config.set_push_sender(tx);
-    }
-    node.client()?
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
+    pushes: Option<PushSender>,
+) -> redis::RedisResult<(MultiplexedConnection, Resolved)> {
+    let resolved = resolve(target, key, timeout).await?;
+    let con = connect(&resolved.node, timeout, pushes).await?;
+    Ok((con, resolved))
 }
 
 /// Resolves the node that holds `key`.
@@ -200,21 +197,31 @@ fn owner_in_slots(reply: &Value, slot: u16) -> Option<(String, u16, String)> {
     })
 }
 
-fn as_int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(*i),
-        _ => None,
+/// The Redis Cluster hash slot of a key (CRC16/XMODEM of the key or its `{hash tag}`).
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &b in tagged {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
     }
-}
-
-/// A string reply (bulk, simple or verbatim) as a `String`.
-pub fn as_string(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
-    }
+    crc % 16384
 }
 
 impl Placement {
@@ -322,21 +329,7 @@ fn role_name(v: &Value) -> Option<String> {
     }
 }
 
-/// Whether a command error means "this key lives elsewhere now" (Cluster redirections,
-/// a read-only replica, a cluster that lost its slots): re-resolve and reconnect.
-pub fn is_redirect(e: &RedisError) -> bool {
-    let text = e.to_string();
-    [
-        "MOVED",
-        "ASK",
-        "TRYAGAIN",
-        "CLUSTERDOWN",
-        "READONLY",
-        "MASTERDOWN",
-    ]
-    .iter()
-    .any(|code| e.code() == Some(code) || text.starts_with(code))
-}
+pub use super::codes::is_redirect;
 
 #[cfg(test)]
 mod tests {
@@ -344,6 +337,20 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn key_slots_match_redis() {
+        // The examples of Redis's CLUSTER KEYSLOT documentation.
+        assert_eq!(key_slot(b"somekey"), 11058);
+        assert_eq!(key_slot(b"foo{hash_tag}"), 2515);
+        assert_eq!(key_slot(b"foo{hash_tag}"), key_slot(b"hash_tag"));
+        assert_eq!(
+            key_slot(b"{user1000}.following"),
+            key_slot(b"{user1000}.followers")
+        );
+        // An empty tag is no tag: the whole key is hashed.
+        assert_ne!(key_slot(b"{}a"), key_slot(b"{}b"));
     }
 
     #[test]
