@@ -192,6 +192,22 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
+thread_local! {
+    /// The peer whose bytes this thread last read (for the rapid-reset log line).
+    static PEER: std::cell::Cell<Option<SocketAddr>> = const { std::cell::Cell::new(None) };
+}
+
+/// Records the peer whose bytes this thread is about to hand to the protocol code.
+pub fn note_peer(peer: SocketAddr) {
+    PEER.with(|p| p.set(Some(peer)));
+}
+
+/// The peer whose bytes this thread last read: during the protocol code's handling of a
+/// frame, the connection it came from.
+pub fn reading_peer() -> Option<SocketAddr> {
+    PEER.with(std::cell::Cell::get)
+}
+
 /// "At most once a second, with the count since the last time".
 #[derive(Default)]
 pub struct RateLimited {
@@ -245,6 +261,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        note_peer(this.peer);
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {

@@ -48,6 +48,7 @@ pub mod hub;
 pub mod log_escape;
 pub mod redis;
 pub mod reload;
+pub mod reset_guard;
 pub mod selector;
 pub mod snapshot;
 pub mod source;

@@ -10,7 +10,7 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
@@ -34,17 +34,30 @@ pub fn init_logs(format: LogFormat, debug: bool, tracer: Option<SdkTracer>) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let otel = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // h2's per-connection rapid-reset WARNs go through the rate limiter instead.
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(crate::reset_guard::ResetGuardLog::default());
+    let keep = || tracing_subscriber::filter::filter_fn(crate::reset_guard::keep);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(ansi);
     let _ = match format {
         LogFormat::Console => registry
-            .with(fmt.with_writer(crate::log_escape::EscapedStdout { ansi }))
+            .with(
+                fmt.with_writer(crate::log_escape::EscapedStdout { ansi })
+                    .with_filter(keep()),
+            )
             .try_init(),
         LogFormat::Json => registry
-            .with(fmt.json().flatten_event(true).with_current_span(false))
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_filter(keep()),
+            )
             .try_init(),
     };
 }

@@ -493,10 +493,17 @@ impl Watcher {
                     )))
                 }
                 Err(e) => {
-                    self.read_failed(i, &e);
+                    // Ask what the key holds rather than parse the error's text.
+                    match key_type(con, &self.sources[i].spec.key).await {
+                        Some(found) if !holds(self.sources[i].spec.storage, &found) => {
+                            self.wrong_type(i, &found)
+                        }
+                        _ => self.read_failed(i, &e),
+                    }
                     continue;
                 }
             };
+            let before = self.status.source(&self.sources[i].spec.name);
             match fetched {
                 // The same bytes as the last read: its state (valid or refused) stands.
                 Fetched::Unchanged => {
@@ -509,6 +516,11 @@ impl Watcher {
                     }
                 }
                 Fetched::Value(bytes) => {
+                    if before == KeyState::Missing {
+                        let s = &self.sources[i].spec;
+                        info!(key = %s.key, source = %s.name, bytes = bytes.len(),
+                            "flag key exists again");
+                    }
                     if let Some(doc) = self.consider(i, &bytes) {
                         updates.push((i, doc));
                         valid.push(i);
@@ -552,6 +564,37 @@ impl Watcher {
         self.status
             .set_source(&source.name, KeyState::Refused(reason));
         self.metrics.refused("read_error");
+    }
+
+    /// The key holds a value of another type (`found`, as TYPE says): one line, once.
+    fn wrong_type(&mut self, i: usize, found: &str) {
+        let source = &self.sources[i].spec;
+        let reason = match source.storage {
+            Storage::String => format!(
+                "the key holds a {found}, not a string{}",
+                if found == "hash" {
+                    " (for a hash of flags use type=hash)"
+                } else {
+                    ""
+                }
+            ),
+            Storage::Hash => format!(
+                "the key holds a {found}, not a hash{}",
+                if found == "string" {
+                    " (for a JSON string drop type=hash)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        if self.status.source(&source.name) != KeyState::Refused(reason.clone()) {
+            let serving = self.serving();
+            error!(key = %source.key, source = %source.name, found = %found, serving = %serving,
+                "flag key holds a {found}, not a flag document; serving the last good flags");
+        }
+        self.status
+            .set_source(&source.name, KeyState::Refused(reason));
+        self.metrics.refused("wrong_type");
     }
 
     /// Handles a missing key; returns the empty document to publish, if configured.
@@ -675,6 +718,21 @@ impl Watcher {
     }
 }
 
+/// What TYPE says the key holds (`string`, `list`, `none`…), or `None` if it cannot tell.
+async fn key_type(con: &mut MultiplexedConnection, key: &str) -> Option<String> {
+    redis::cmd("TYPE").arg(key).query_async(con).await.ok()
+}
+
+/// Whether a key of TYPE `found` is one a source stored as `storage` can be read from
+/// (`none`: the key vanished meanwhile, which the next read reports as missing).
+fn holds(storage: Storage, found: &str) -> bool {
+    let expected = match storage {
+        Storage::String => "string",
+        Storage::Hash => "hash",
+    };
+    found == expected || found == "none"
+}
+
 /// The next `+switch-master` message, or never when there is no subscription.
 async fn recv_hint(
     hints: &mut Option<mpsc::UnboundedReceiver<redis::PushInfo>>,
@@ -689,4 +747,20 @@ async fn recv_hint(
 /// by the server that reconnecting would not fix.
 fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_other_types_are_wrong() {
+        assert!(holds(Storage::String, "string"));
+        assert!(holds(Storage::Hash, "hash"));
+        assert!(holds(Storage::String, "none"));
+        assert!(!holds(Storage::String, "list"));
+        assert!(!holds(Storage::String, "hash"));
+        assert!(!holds(Storage::Hash, "string"));
+        assert!(!holds(Storage::Hash, "stream"));
+    }
 }

@@ -2,7 +2,7 @@
 //! [`crate::redis::keyspace`]), or arms CLIENT TRACKING where it cannot.
 
 use super::Timing;
-use crate::redis::keyspace::merged_with;
+use crate::redis::keyspace::{merged_with, TYPE_CHANGES};
 use crate::redis::reply::config_value;
 use crate::status::Trigger;
 use redis::aio::MultiplexedConnection;
@@ -36,9 +36,10 @@ pub async fn ensure(
             return Trigger::KeyspaceUnverified;
         }
     };
-    let Some(wanted) = merged_with(&current, needed) else {
+    let Some(wanted) = merged_with(&current, &format!("{needed}{TYPE_CHANGES}")) else {
         return Trigger::Keyspace;
     };
+    let covered = merged_with(&current, needed).is_none();
     let set: redis::RedisResult<()> = redis::cmd("CONFIG")
         .arg("SET")
         .arg("notify-keyspace-events")
@@ -48,6 +49,12 @@ pub async fn ensure(
     match set {
         Ok(()) => {
             info!(from = %current, to = %wanted, "enabled keyspace notifications (notify-keyspace-events)");
+            Trigger::Keyspace
+        }
+        Err(e) if covered => {
+            info!(current = %current, error = %e, poll_seconds = poll,
+                "cannot add '{TYPE_CHANGES}' to notify-keyspace-events (CONFIG SET refused): a flag key \
+                 recreated as a list, set, hash, sorted set or stream is noticed at the next poll");
             Trigger::Keyspace
         }
         Err(e) => {

@@ -308,3 +308,64 @@ async fn range_checks_say_what_is_allowed() {
         assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
     }
 }
+
+/// A flag key deleted and recreated as another type is noticed at the event (the poll is
+/// an hour away), refused with one line naming the type TYPE reports, and the last good
+/// flags kept; its return as a document is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_recreated_as_another_type_is_seen_at_once_and_named() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("k", &doc("first", "1")).unwrap();
+    let svc = Service::start(&redis.uri("k"), &["--redis-interval", "3600"])
+        .await
+        .unwrap();
+    let mut stream = svc.stream("").await.unwrap();
+    let first = stream.next_json().await.unwrap();
+    assert!(first["flags"]["first"].is_object(), "{first}");
+    // One source: `key` is its state.
+    let source = |v: &Value| Some(v["key"].clone()).filter(|k| k.is_object());
+
+    for (make, found) in [
+        (&["LPUSH", "k", "x"][..], "list"),
+        (&["SADD", "k", "x"][..], "set"),
+        (&["HSET", "k", "f", "v"][..], "hash"),
+        (&["ZADD", "k", "1", "x"][..], "zset"),
+        (&["XADD", "k", "*", "f", "v"][..], "stream"),
+    ] {
+        let _: i64 = redis.cmd(&["DEL", "k"]).unwrap();
+        let _: redis::Value = redis.cmd(make).unwrap();
+        let wanted = format!("the key holds a {found}, not a string");
+        svc.readyz_until(&wanted, |_, v| {
+            source(v).is_some_and(|s| s["reason"].as_str().is_some_and(|r| r.starts_with(&wanted)))
+        })
+        .await;
+        let (code, ready) = svc.readyz().await;
+        assert_eq!(code, 200, "the last good flags are still served: {ready}");
+    }
+    let logs = svc.logs();
+    assert!(
+        logs.contains("flag key holds a list, not a flag document"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("flag key holds a stream, not a flag document"),
+        "{logs}"
+    );
+    assert!(!logs.contains("@user_script"), "{logs}");
+    assert!(!logs.contains("WRONGTYPE"), "{logs}");
+
+    // Deleted, then a document again: served at once and its return logged.
+    let _: i64 = redis.cmd(&["DEL", "k"]).unwrap();
+    svc.readyz_until("the key missing", |_, v| {
+        source(v).is_some_and(|s| s["state"] == "missing")
+    })
+    .await;
+    redis.set("k", &doc("second", "2")).unwrap();
+    let next = stream.next_json().await.unwrap();
+    assert!(next["flags"]["second"].is_object(), "{next}");
+    eventually(Duration::from_secs(5), "the return logged", || async {
+        svc.logs().contains("flag key exists again").then_some(())
+    })
+    .await
+    .unwrap();
+}

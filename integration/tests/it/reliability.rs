@@ -480,3 +480,74 @@ async fn graceful_shutdown_with_a_thousand_streams() {
         started.elapsed()
     );
 }
+
+/// A document of about `bytes` bytes of small flags (the parsed tree's worst ratio),
+/// different for each `version`.
+fn document_near(bytes: usize, version: usize) -> String {
+    let one = |i: usize| {
+        format!(
+            r#""v{version}_f{i}":{{"state":"ENABLED","variants":{{"on":true,"off":false}},"defaultVariant":"on"}}"#
+        )
+    };
+    let mut flags: Vec<String> = Vec::new();
+    let mut size = 16;
+    for i in 0.. {
+        let flag = one(i);
+        size += flag.len() + 1;
+        if size > bytes {
+            break;
+        }
+        flags.push(flag);
+    }
+    format!(r#"{{"flags":{{{}}}}}"#, flags.join(","))
+}
+
+/// Ten different documents close to the payload limit, one stream reading along: the
+/// service's RSS growth stays under the bound docs/reliability.md states (6 × 24 × D
+/// over the start; here D = 1 MiB, to keep the debug build's test short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_documents_at_the_limit_stay_within_the_memory_bound() {
+    const LIMIT: usize = 1024 * 1024;
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &document_near(LIMIT - 1024, 0)).unwrap();
+    let svc = Service::start(
+        &redis.uri("flags"),
+        &["--max-payload-bytes", &LIMIT.to_string()],
+    )
+    .await
+    .unwrap();
+    let mut s = svc.stream("").await.unwrap();
+    s.next().await.unwrap();
+    let start = rss_kib(svc.pid());
+    let mut peak = start;
+    for version in 1..=10 {
+        let doc = document_near(LIMIT - 1024, version);
+        assert!(
+            doc.len() > LIMIT * 9 / 10 && doc.len() <= LIMIT,
+            "{}",
+            doc.len()
+        );
+        redis.set("flags", &doc).unwrap();
+        let got = s.next_json().await.unwrap();
+        assert!(
+            got["flags"][format!("v{version}_f0")].is_object(),
+            "change {version} served"
+        );
+        let now = rss_kib(svc.pid());
+        eprintln!("RSS after change {version}: {now} KiB");
+        peak = peak.max(now);
+    }
+    // Measured growth: about 23.5 × D per change until six snapshots are alive (the
+    // current one, the broadcast ring's and the retired queue's), then level. The bound
+    // is over the start (one document already held; the debug binary's own pages are
+    // most of `start`): 6 × 24 × D plus 16 MiB for the allocator and the history.
+    let bound_kib = (6 * 24 * LIMIT + 16 * 1024 * 1024) / 1024;
+    let growth = peak - start;
+    eprintln!(
+        "RSS: start {start} KiB, peak {peak} KiB, growth {growth} KiB, bound {bound_kib} KiB"
+    );
+    assert!(
+        growth < bound_kib as u64,
+        "RSS grew by {growth} KiB, over the bound of {bound_kib} KiB (start {start} KiB, peak {peak} KiB)"
+    );
+}
