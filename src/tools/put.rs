@@ -4,10 +4,12 @@
 //! plus `EVAL` with `--if-digest`), never `CONFIG`. With `type=hash` in the URI, the
 //! document is stored as one field per flag in one MULTI/EXEC (see `put_hash.rs`).
 //!
-//! Exit codes: 0 stored; 1 refused (invalid document, or `--if-digest` did not match);
-//! 2 the file cannot be read; 3 Redis failed (unreachable, authentication, NOPERM);
-//! 4 stored, but `--wait` saw streams still behind at `--wait-timeout`; 5 a service's
-//! management port failed (`--restore`); 64 bad command line (`--redis-uri`, `--service`).
+//! Exit codes: 0 stored; 1 refused (invalid document); 2 the file cannot be read; 3 Redis
+//! failed (unreachable, authentication, NOPERM); 4 stored, but `--wait` saw streams still
+//! behind at `--wait-timeout`; 5 a service's management port failed (`--restore`); 6 the
+//! key is not as expected, nothing stored (compare-and-set conflict: `--if-digest` did not
+//! match, the key is missing or of another type, or it changed while storing); 64 bad
+//! command line (`--redis-uri`, `--service`).
 
 use super::fleet_client::FleetClient;
 use super::fleet_client::FleetClientError;
@@ -40,6 +42,10 @@ pub struct Request {
     /// How the document is judged (as the service's options).
     pub documents: flags::Options,
 }
+
+/// Exit code of a compare-and-set conflict: the key is not what the caller expected, so a
+/// script can read it again and retry, unlike a refused document (1).
+const EX_CONFLICT: u8 = 6;
 
 /// Why `put` stored nothing; the variant decides the exit code.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +90,8 @@ enum PutError {
 impl PutError {
     fn code(&self) -> u8 {
         match self {
-            PutError::Invalid { .. } | PutError::Unstorable { .. } | PutError::Conflict(_) => 1,
+            PutError::Invalid { .. } | PutError::Unstorable { .. } => 1,
+            PutError::Conflict(_) => EX_CONFLICT,
             PutError::Unreadable { .. } => 2,
             PutError::Redis { .. } => 3,
             PutError::BadDigest(_) | PutError::NoDocument | PutError::BadService(_) => {

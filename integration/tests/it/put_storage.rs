@@ -59,7 +59,7 @@ async fn put_into_a_hash_source_writes_one_field_per_flag_atomically() {
     // A stale --if-digest is refused and changes nothing.
     let stale = "0123456789ab";
     let out = run(&["put", "--redis-uri", &uri, "--if-digest", stale, &one]).await;
-    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(out.code, 6, "a compare-and-set conflict: {}", out.all());
     assert!(out.stderr.contains("someone changed it"), "{}", out.stderr);
     assert_eq!(fields(&redis, "hflags"), stored);
 
@@ -98,7 +98,7 @@ async fn put_into_a_hash_source_refuses_a_key_of_another_type_and_changes_nothin
     for (key, kind) in [("flags", "string"), ("alist", "list")] {
         let uri = format!("{}&type=hash", redis.uri(key));
         let out = run(&["put", "--redis-uri", &uri, &two]).await;
-        assert_eq!(out.code, 1, "{}", out.all());
+        assert_eq!(out.code, 6, "{}", out.all());
         assert!(
             out.stderr
                 .contains(&format!("holds a Redis {kind}, not a hash")),
@@ -119,7 +119,7 @@ async fn put_into_a_hash_source_refuses_a_key_of_another_type_and_changes_nothin
         &two,
     ])
     .await;
-    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(out.code, 6, "{}", out.all());
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
     assert_eq!(redis.cmd::<String>(&["TYPE", "nokey"]).unwrap(), "none");
 }

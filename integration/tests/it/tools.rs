@@ -267,7 +267,7 @@ async fn put_if_digest_is_a_compare_and_set() {
     );
     // The same, now stale, digest: refused, key unchanged.
     let out = run(&["put", "--redis-uri", &uri, "--if-digest", &current, &three]).await;
-    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(out.code, 6, "a compare-and-set conflict: {}", out.all());
     assert!(out.stderr.contains("someone changed it"), "{}", out.stderr);
     assert_eq!(
         redis.cmd::<String>(&["GET", "flags"]).unwrap(),
@@ -283,7 +283,7 @@ async fn put_if_digest_is_a_compare_and_set() {
         &three,
     ])
     .await;
-    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(out.code, 6, "{}", out.all());
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
 }
 
