@@ -10,7 +10,7 @@
 
 use crate::flags::{Digest, Document};
 use crate::selector::Selector;
-use crate::wire::{encode_responses, EncodedLegacySyncFlagsResponse, EncodedSyncFlagsResponse};
+use crate::wire::{encode_shared, EncodedLegacySyncFlagsResponse, EncodedSyncFlagsResponse};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,8 +27,8 @@ const BROADCAST_CAPACITY: usize = 4;
 pub struct View {
     /// Digest of `json`: streams compare it to what they last sent.
     pub digest: Digest,
-    /// The flag configuration JSON (for FetchAllFlags).
-    pub json: Arc<str>,
+    /// The flag configuration JSON (for FetchAllFlags); the encoded messages share it.
+    pub json: Arc<String>,
     /// The encoded `flagd.sync.v1.SyncFlagsResponse`.
     pub v1: EncodedSyncFlagsResponse,
     /// The encoded legacy `sync.v1.SyncFlagsResponse`.
@@ -96,21 +96,23 @@ impl Snapshot {
 }
 
 fn make_view(json: String, ctx: Option<&prost_types::Struct>) -> View {
-    let (v1, legacy) = encode_responses(&json, ctx);
+    let json = Arc::new(json);
+    let (v1, legacy) = encode_shared(&json, ctx);
     View {
         digest: Digest::of(json.as_bytes()),
-        json: json.into(),
+        json,
         v1,
         legacy,
     }
 }
 
-/// A view of a validated document (its canonical JSON is already at hand).
+/// A view of a validated document: its canonical JSON, shared (not copied) by the view
+/// and both encoded messages.
 fn doc_view(doc: &Document, ctx: Option<&prost_types::Struct>) -> Arc<View> {
-    let (v1, legacy) = encode_responses(&doc.canonical, ctx);
+    let (v1, legacy) = encode_shared(&doc.canonical, ctx);
     Arc::new(View {
         digest: doc.digest,
-        json: doc.canonical.as_str().into(),
+        json: doc.canonical.clone(),
         v1,
         legacy,
     })

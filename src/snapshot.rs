@@ -34,8 +34,8 @@ pub fn save(path: &Path, json: &str) -> std::io::Result<()> {
 /// delays the watcher, and an older document can never overwrite a newer one.
 pub fn spawn_writer(
     path: std::path::PathBuf,
-) -> tokio::sync::watch::Sender<Option<std::sync::Arc<str>>> {
-    let (tx, mut rx) = tokio::sync::watch::channel::<Option<std::sync::Arc<str>>>(None);
+) -> tokio::sync::watch::Sender<Option<std::sync::Arc<String>>> {
+    let (tx, mut rx) = tokio::sync::watch::channel::<Option<std::sync::Arc<String>>>(None);
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
             let Some(json) = rx.borrow_and_update().clone() else {

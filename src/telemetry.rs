@@ -125,6 +125,10 @@ pub struct Metrics {
     pub accepted: Counter<u64>,
     pub refused: Counter<u64>,
     pub duplicates: Counter<u64>,
+    /// Validations done, by `scope`: `flag` (one flag of a document validated alone, not
+    /// found unchanged in the memo) or `document` (a document judged whole). A write
+    /// that changes nothing (the same bytes, the same flags reordered) adds none.
+    pub validations: Counter<u64>,
     pub notifications: Counter<u64>,
     pub polls: Counter<u64>,
     pub reconnects: Counter<u64>,
@@ -176,6 +180,12 @@ impl Metrics {
             duplicates: meter
                 .u64_counter("flagd_redis_sync.documents.duplicates")
                 .with_description("Reads whose content equals the published document (not pushed)")
+                .build(),
+            validations: meter
+                .u64_counter("flagd_redis_sync.validations")
+                .with_description(
+                    "Validations done, by scope: flag (a flag not found unchanged in the last document) or document (a document judged whole)",
+                )
                 .build(),
             notifications: meter
                 .u64_counter("flagd_redis_sync.notifications")
@@ -264,6 +274,13 @@ impl Metrics {
 
     pub fn refused(&self, reason: &'static str) {
         self.refused.add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// Counts `n` validations of `scope` (`flag` or `document`).
+    pub fn validated(&self, scope: &'static str, n: u64) {
+        if n > 0 {
+            self.validations.add(n, &[KeyValue::new("scope", scope)]);
+        }
     }
 }
 

@@ -39,11 +39,13 @@ macro_rules! pre_encoded {
     ($name:ident, $doc:literal) => {
         #[doc = $doc]
         #[derive(Clone, Debug, Default, PartialEq)]
-        pub struct $name(pub Bytes);
+        pub struct $name(pub Encoded);
 
         impl prost::Message for $name {
             fn encode_raw(&self, buf: &mut impl BufMut) {
-                buf.put_slice(&self.0);
+                for part in self.0.parts() {
+                    buf.put_slice(part);
+                }
             }
             fn merge_field(
                 &mut self,
@@ -59,10 +61,42 @@ macro_rules! pre_encoded {
                 self.0.len()
             }
             fn clear(&mut self) {
-                self.0 = Bytes::new();
+                self.0 = Encoded::default();
             }
         }
     };
+}
+
+/// An encoded message in three parts: field 1's key and length, field 1's bytes (the flag
+/// document, shared with the document itself: not copied), and the other fields.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Encoded {
+    pub head: Bytes,
+    pub body: Bytes,
+    pub tail: Bytes,
+}
+
+impl Encoded {
+    /// The parts, in order (empty ones left out).
+    pub fn parts(&self) -> impl Iterator<Item = &Bytes> {
+        [&self.head, &self.body, &self.tail]
+            .into_iter()
+            .filter(|b| !b.is_empty())
+    }
+
+    /// The encoded length.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole message in one buffer (tests).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts().flat_map(|p| p.iter().copied()).collect()
+    }
 }
 
 pre_encoded!(
@@ -84,24 +118,69 @@ pub fn encodings() -> u64 {
     ENCODINGS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Encodes the stream messages for one flag document, once.
+/// Encodes the stream messages for one flag document, once (the document is copied
+/// once; [`encode_shared`] does not copy it).
 pub fn encode_responses(
     json: &str,
     context: Option<&prost_types::Struct>,
 ) -> (EncodedSyncFlagsResponse, EncodedLegacySyncFlagsResponse) {
+    encode_body(Bytes::copy_from_slice(json.as_bytes()), context)
+}
+
+/// [`encode_responses`] for a shared document: both messages hold a reference to it.
+pub fn encode_shared(
+    json: &std::sync::Arc<String>,
+    context: Option<&prost_types::Struct>,
+) -> (EncodedSyncFlagsResponse, EncodedLegacySyncFlagsResponse) {
+    encode_body(Bytes::from_owner(SharedText(json.clone())), context)
+}
+
+/// A shared document as the owner of [`Bytes`].
+struct SharedText(std::sync::Arc<String>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+fn encode_body(
+    json: Bytes,
+    context: Option<&prost_types::Struct>,
+) -> (EncodedSyncFlagsResponse, EncodedLegacySyncFlagsResponse) {
+    use prost::encoding::{encode_key, encode_varint, message};
     use prost::Message;
     ENCODINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let v1 = client::flagd::SyncFlagsResponse {
-        flag_configuration: json.to_string(),
-        sync_context: context.cloned(),
-    };
-    let legacy = client::legacy::SyncFlagsResponse {
-        flag_configuration: json.to_string(),
+    // Field 1 (flag_configuration, a string) in both messages.
+    // An empty string is the field's default: not written (as prost does).
+    let mut head = Vec::with_capacity(11);
+    if !json.is_empty() {
+        encode_key(1, WireType::LengthDelimited, &mut head);
+        encode_varint(json.len() as u64, &mut head);
+    }
+    let head = Bytes::from(head);
+    // flagd.sync.v1: field 2, sync_context.
+    let mut v1_tail = Vec::new();
+    if let Some(ctx) = context {
+        message::encode(2, ctx, &mut v1_tail);
+    }
+    // sync.v1: field 2, state = SYNC_STATE_ALL.
+    let legacy_tail = client::legacy::SyncFlagsResponse {
+        flag_configuration: String::new(),
         state: client::legacy::SyncState::All as i32,
-    };
+    }
+    .encode_to_vec();
     (
-        EncodedSyncFlagsResponse(Bytes::from(v1.encode_to_vec())),
-        EncodedLegacySyncFlagsResponse(Bytes::from(legacy.encode_to_vec())),
+        EncodedSyncFlagsResponse(Encoded {
+            head: head.clone(),
+            body: json.clone(),
+            tail: Bytes::from(v1_tail),
+        }),
+        EncodedLegacySyncFlagsResponse(Encoded {
+            head,
+            body: json,
+            tail: Bytes::from(legacy_tail),
+        }),
     )
 }
 
@@ -126,6 +205,31 @@ pub fn string_struct(pairs: &[(String, String)]) -> prost_types::Struct {
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn shared_encoding_is_the_generated_encoding_byte_for_byte() {
+        let ctx = string_struct(&[("env".into(), "prod".into())]);
+        for json in [
+            String::new(),
+            r#"{"flags":{}}"#.to_string(),
+            "x".repeat(300),
+        ] {
+            for context in [None, Some(&ctx)] {
+                let (v1, legacy) = encode_shared(&std::sync::Arc::new(json.clone()), context);
+                let want = client::flagd::SyncFlagsResponse {
+                    flag_configuration: json.clone(),
+                    sync_context: context.cloned(),
+                };
+                assert_eq!(v1.0.to_vec(), want.encode_to_vec());
+                assert_eq!(v1.encode_to_vec(), want.encode_to_vec());
+                let want = client::legacy::SyncFlagsResponse {
+                    flag_configuration: json.clone(),
+                    state: client::legacy::SyncState::All as i32,
+                };
+                assert_eq!(legacy.encode_to_vec(), want.encode_to_vec());
+            }
+        }
+    }
 
     #[test]
     fn pre_encoded_bytes_decode_as_the_real_messages() {

@@ -17,15 +17,20 @@
 //! warnings of `--validation basic` are exactly those of a validation from scratch; the
 //! property test below checks that the two agree byte for byte.
 //!
-//! Memory: the cache holds the current document's flags only (each flag's raw bytes and
-//! canonical piece, about twice the document), replaced at every accepted read.
+//! Memory: the cache holds the bytes of the last accepted document as read (each flag's
+//! raw form is a range of them) and the last accepted [`Document`], whose canonical text
+//! (shared, not copied) holds each flag's canonical piece as a range: about one copy of
+//! the document besides the one served. The same bytes again return that document at
+//! once, without a split.
 
 use super::problem::{Problems, Seg};
-use super::{parse, shape, strict, Digest, Document, DocumentError, Options};
+use super::{parse, shape, strict, Digest, Document, DocumentError, FlagChanges, Options};
 use serde::de::{Deserialize, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// serde_json refuses nesting deeper than 128; a part this deep is judged by the whole
 /// document's parse, where its depth counts from the top.
@@ -42,10 +47,41 @@ pub struct MemoStats {
     pub whole: u64,
 }
 
-/// One flag's validated, canonical form, and the bytes it came from.
-struct Piece {
-    raw: Box<str>,
-    canonical: Box<str>,
+/// One cached flag: ranges of the memo's name list, raw bytes and canonical text.
+struct Cached {
+    name: Range<usize>,
+    raw: Range<usize>,
+    /// The flag's member (`"name":{…}`) in the last document's canonical text.
+    canonical: Range<usize>,
+}
+
+/// What the last accepted document's flags were, by name (sorted).
+#[derive(Default)]
+struct Cache {
+    /// The document as read.
+    raw: Vec<u8>,
+    /// The document as accepted (its canonical text holds the pieces).
+    doc: Option<Document>,
+    /// The flags' names, one after the other.
+    names: String,
+    flags: Vec<Cached>,
+}
+
+impl Cache {
+    fn name(&self, c: &Cached) -> &str {
+        &self.names[c.name.clone()]
+    }
+
+    /// The canonical member of flag `name` if its raw bytes are `raw`; `at` walks the
+    /// (sorted) flags along with the caller's sorted names.
+    fn find(&self, at: &mut usize, name: &str, raw: &str) -> Option<Range<usize>> {
+        while *at < self.flags.len() && self.name(&self.flags[*at]) < name {
+            *at += 1;
+        }
+        let c = self.flags.get(*at)?;
+        (self.name(c) == name && &self.raw[c.raw.clone()] == raw.as_bytes())
+            .then(|| c.canonical.clone())
+    }
 }
 
 /// A [`super::parse`] that remembers the flags of the last accepted document.
@@ -53,9 +89,14 @@ pub struct Memo {
     opts: Options,
     /// The canonical `$evaluators` the cached flags were checked with.
     evaluators: Option<String>,
-    /// The last accepted document's flags, by name.
-    flags: HashMap<String, Piece>,
+    cache: Cache,
     pub stats: MemoStats,
+}
+
+/// A flag's canonical member: from the last document, or just validated.
+enum Piece {
+    Cached(Range<usize>),
+    Fresh(String),
 }
 
 impl Memo {
@@ -63,7 +104,7 @@ impl Memo {
         Memo {
             opts,
             evaluators: None,
-            flags: HashMap::new(),
+            cache: Cache::default(),
             stats: MemoStats::default(),
         }
     }
@@ -88,9 +129,21 @@ impl Memo {
         if bytes.len() > self.opts.max_bytes {
             return None;
         }
+        if let Some(doc) = &self.cache.doc {
+            if self.cache.raw == bytes {
+                self.stats.reused += doc.flag_count as u64;
+                return Some(doc.clone());
+            }
+        }
         let text = std::str::from_utf8(bytes).ok()?;
         let Split { top, flags } = serde_json::from_str(text).ok()?;
-        let flags = flags?;
+        let mut flags = flags?;
+        // Sorted as the canonical form writes them (and as the cache holds them); a
+        // repeated name is refused (see `duplicate_member`): judged whole.
+        flags.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        if flags.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
 
         // The document without its flags: shape and strict checks of the shared parts.
         let mut skeleton = Map::new();
@@ -116,105 +169,193 @@ impl Memo {
         let evaluators = top_map
             .get("$evaluators")
             .map(|e| serde_json::to_string(e).expect("a Value always serialises"));
+        // Flags checked with other shared rules are judged again.
         let same_rules = evaluators == self.evaluators;
-        let mut old = if same_rules {
-            std::mem::take(&mut self.flags)
-        } else {
-            HashMap::new()
-        };
 
-        let mut pieces: Vec<(String, Piece)> = Vec::with_capacity(flags.len());
-        for (name, raw) in flags {
+        // Nothing in the cache changes until the document is accepted: a refused one
+        // leaves the last good flags cached.
+        let mut pieces = Vec::with_capacity(flags.len());
+        let mut at = 0;
+        for (name, raw) in &flags {
             let raw = raw.get();
-            // A changed flag's old piece stays in `old` until the document is accepted:
-            // if it is refused, the cache still holds the last good flags.
-            let hit = old.get(&name).is_some_and(|p| &*p.raw == raw);
-            let piece = match hit.then(|| old.remove(&name)).flatten() {
-                Some(p) => {
+            let hit = if same_rules {
+                self.cache.find(&mut at, name, raw)
+            } else {
+                None
+            };
+            pieces.push(match hit {
+                Some(range) => {
                     self.stats.reused += 1;
-                    p
+                    Piece::Cached(range)
                 }
                 None => {
                     self.stats.validated += 1;
-                    match self.flag(&prepared, &name, raw) {
-                        Some(p) => p,
-                        None => {
-                            // Keep what was cached for the next document.
-                            self.restore(same_rules, old, pieces);
-                            return None;
-                        }
-                    }
+                    Piece::Fresh(flag(&self.opts, &prepared, name, raw)?)
                 }
-            };
-            pieces.push((name, piece));
+            });
         }
 
-        let canonical = assemble(top_map, &pieces, bytes.len());
+        let changes = self.changes(&flags, &pieces);
+        let mut cache = Cache {
+            raw: Vec::new(),
+            doc: None,
+            names: String::with_capacity(self.cache.names.len() + 64),
+            flags: Vec::with_capacity(flags.len()),
+        };
+        let last = self.cache.doc.as_ref().map_or("", |d| &*d.canonical);
+        let hint = last.len().max(bytes.len()) + 1024;
+        let canonical = assemble(top_map, hint, |out| {
+            for (j, ((name, raw), piece)) in flags.iter().zip(&pieces).enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                let start = out.len();
+                match piece {
+                    Piece::Cached(r) => out.push_str(&last[r.clone()]),
+                    Piece::Fresh(s) => out.push_str(s),
+                }
+                let n = cache.names.len();
+                cache.names.push_str(name);
+                let r = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+                cache.flags.push(Cached {
+                    name: n..cache.names.len(),
+                    raw: r..r + raw.get().len(),
+                    canonical: start..out.len(),
+                });
+            }
+        });
         if canonical.len() > self.opts.max_bytes {
-            self.restore(same_rules, old, pieces);
             return None;
         }
-        self.evaluators = evaluators;
-        let flag_count = pieces.len();
-        self.flags = pieces.into_iter().collect();
-        Some(Document {
+        let doc = Document {
             digest: Digest::of(canonical.as_bytes()),
-            canonical,
-            flag_count,
+            canonical: std::sync::Arc::new(canonical),
+            flag_count: flags.len(),
             warnings: Problems::default(),
-        })
-    }
-
-    /// Parses, checks and canonicalises one flag; `None` if anything is wrong with it.
-    fn flag(&self, prepared: &strict::Prepared<'_>, name: &str, raw: &str) -> Option<Piece> {
-        if name.is_empty() {
-            return None;
-        }
-        let mut value: Value = serde_json::from_str(raw).ok()?;
-        if super::duplicate_member(raw).is_some() {
-            return None;
-        }
-        if depth(&value) > MAX_PART_DEPTH {
-            return None;
-        }
-        shape::check_flag(&value, &format!("/flags/{}", super::token(name))).ok()?;
-        let mut problems = Problems::default();
-        strict::flag(prepared, name, Seg::Key(name), &value, false, &mut problems);
-        if !problems.is_empty() {
-            return None;
-        }
-        if self.opts.normalize {
-            shape::strip(&mut value);
-        }
-        Some(Piece {
-            raw: raw.into(),
-            canonical: serde_json::to_string(&value)
-                .expect("a Value always serialises")
-                .into(),
-        })
-    }
-
-    /// After a fallback: the cache keeps the flags it had, and those just validated if
-    /// they were checked with the same shared rules (pieces checked with other rules
-    /// would be wrong for the cached ones).
-    fn restore(
-        &mut self,
-        same_rules: bool,
-        old: HashMap<String, Piece>,
-        pieces: Vec<(String, Piece)>,
-    ) {
-        if same_rules {
-            self.flags = old;
-            self.flags.extend(pieces);
-        }
+            changes,
+        };
+        // The last document's bytes are reused for this one's.
+        cache.raw = std::mem::take(&mut self.cache.raw);
+        cache.raw.clear();
+        cache.raw.extend_from_slice(bytes);
+        cache.doc = Some(doc.clone());
+        self.cache = cache;
+        self.evaluators = evaluators;
+        Some(doc)
     }
 }
 
-/// A document split in one pass: its flags (the map form) and its other members, each as
-/// borrowed raw JSON. `flags` is `None` when the member is not a JSON object (or absent).
+impl Memo {
+    /// The flags added, removed and changed since the last accepted document (a flag
+    /// read again from the same bytes is unchanged; one validated again is compared by
+    /// its canonical member).
+    fn changes(&self, flags: &[(Name<'_>, &RawValue)], pieces: &[Piece]) -> Option<FlagChanges> {
+        let last = self.cache.doc.as_ref()?;
+        let mut c = FlagChanges {
+            since: last.digest,
+            ..FlagChanges::default()
+        };
+        let cached = &self.cache.flags;
+        let mut j = 0;
+        for ((name, _), piece) in flags.iter().zip(pieces) {
+            let name: &str = name;
+            while j < cached.len() && self.cache.name(&cached[j]) < name {
+                c.removed.push(self.cache.name(&cached[j]).to_string());
+                j += 1;
+            }
+            match cached.get(j) {
+                Some(old) if self.cache.name(old) == name => {
+                    if let Piece::Fresh(s) = piece {
+                        if **s != last.canonical[old.canonical.clone()] {
+                            c.changed.push(name.to_string());
+                        }
+                    }
+                    j += 1;
+                }
+                _ => c.added.push(name.to_string()),
+            }
+        }
+        c.removed.extend(
+            cached[j..]
+                .iter()
+                .map(|old| self.cache.name(old).to_string()),
+        );
+        Some(c)
+    }
+}
+
+/// Parses, checks and canonicalises one flag into its member (`"name":{…}`); `None` if
+/// anything is wrong with it.
+fn flag(opts: &Options, prepared: &strict::Prepared<'_>, name: &str, raw: &str) -> Option<String> {
+    if name.is_empty() {
+        return None;
+    }
+    let mut value: Value = serde_json::from_str(raw).ok()?;
+    if super::duplicate_member(raw).is_some() {
+        return None;
+    }
+    if depth(&value) > MAX_PART_DEPTH {
+        return None;
+    }
+    shape::check_flag(&value, &format!("/flags/{}", super::token(name))).ok()?;
+    let mut problems = Problems::default();
+    strict::flag(prepared, name, Seg::Key(name), &value, false, &mut problems);
+    if !problems.is_empty() {
+        return None;
+    }
+    if opts.normalize {
+        shape::strip(&mut value);
+    }
+    let mut out = String::with_capacity(raw.len() + name.len() + 3);
+    push_key(&mut out, name);
+    push_json(&mut out, &value);
+    Some(out)
+}
+
+/// A flag's name as read: borrowed from the document unless it holds escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Name<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for Name<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a flag name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A document split in one pass: its flags (the map form, as read) and its other members,
+/// each as borrowed raw JSON. `flags` is `None` when the member is not a JSON object (or
+/// absent).
 struct Split<'a> {
     top: BTreeMap<String, &'a RawValue>,
-    flags: Option<BTreeMap<String, &'a RawValue>>,
+    flags: Option<Vec<(Name<'a>, &'a RawValue)>>,
 }
 
 impl<'de> Deserialize<'de> for Split<'de> {
@@ -250,7 +391,7 @@ impl<'de> Deserialize<'de> for Split<'de> {
 }
 
 /// `flags`: its members when it is an object; anything else is skipped.
-struct FlagsMap<'a>(Option<BTreeMap<String, &'a RawValue>>);
+struct FlagsMap<'a>(Option<Vec<(Name<'a>, &'a RawValue)>>);
 
 impl<'de> Deserialize<'de> for FlagsMap<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -261,11 +402,9 @@ impl<'de> Deserialize<'de> for FlagsMap<'de> {
                 f.write_str("flags")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlagsMap<'de>, A::Error> {
-                let mut flags = BTreeMap::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if flags.insert(key, map.next_value()?).is_some() {
-                        return Err(A::Error::custom("duplicate member"));
-                    }
+                let mut flags = Vec::with_capacity(map.size_hint().unwrap_or(64));
+                while let Some(key) = map.next_key::<Name<'de>>()? {
+                    flags.push((key, map.next_value()?));
                 }
                 Ok(FlagsMap(Some(flags)))
             }
@@ -296,10 +435,11 @@ impl<'de> Deserialize<'de> for FlagsMap<'de> {
     }
 }
 
-/// The canonical document: the top-level members in key order (`flags` from the pieces),
-/// as serialising the whole tree would write it.
-fn assemble(top: &Map<String, Value>, pieces: &[(String, Piece)], hint: usize) -> String {
-    let mut out = String::with_capacity(hint + 1024);
+/// The canonical document: the top-level members in key order, `flags` written by
+/// `members` (what serialising the whole tree would give).
+fn assemble(top: &Map<String, Value>, hint: usize, members: impl FnOnce(&mut String)) -> String {
+    let mut out = String::with_capacity(hint);
+    let mut members = Some(members);
     out.push('{');
     for (i, (k, v)) in top.iter().enumerate() {
         if i > 0 {
@@ -308,16 +448,12 @@ fn assemble(top: &Map<String, Value>, pieces: &[(String, Piece)], hint: usize) -
         push_key(&mut out, k);
         if k == "flags" {
             out.push('{');
-            for (j, (name, piece)) in pieces.iter().enumerate() {
-                if j > 0 {
-                    out.push(',');
-                }
-                push_key(&mut out, name);
-                out.push_str(&piece.canonical);
+            if let Some(m) = members.take() {
+                m(&mut out);
             }
             out.push('}');
         } else {
-            out.push_str(&serde_json::to_string(v).expect("a Value always serialises"));
+            push_json(&mut out, v);
         }
     }
     out.push('}');
@@ -325,8 +461,13 @@ fn assemble(top: &Map<String, Value>, pieces: &[(String, Piece)], hint: usize) -
 }
 
 fn push_key(out: &mut String, key: &str) {
-    out.push_str(&serde_json::to_string(key).expect("a string always serialises"));
+    push_json(out, key);
     out.push(':');
+}
+
+/// Appends the compact JSON of `v` (serde_json writes valid UTF-8).
+fn push_json<T: serde::Serialize + ?Sized>(out: &mut String, v: &T) {
+    out.push_str(&serde_json::to_string(v).expect("a Value always serialises"));
 }
 
 /// Nesting depth of a value (a scalar is 0).
@@ -376,6 +517,41 @@ mod tests {
             .unwrap();
         assert_eq!((memo.stats.validated, memo.stats.reused), (3, 5));
         assert_ne!(d.digest, first.digest);
+    }
+
+    #[test]
+    fn what_changed_is_named_from_the_last_accepted_document() {
+        let mut memo = Memo::new(Options::default());
+        let first = memo.parse(doc(&[("a", A), ("b", B)]).as_bytes()).unwrap();
+        assert_eq!(
+            first.changes, None,
+            "nothing to compare the first document with"
+        );
+        let changed = B.replace(r#""defaultVariant":"b""#, r#""defaultVariant":"a""#);
+        // `b` changed, `c` added, `a` removed; `b` respaced alone would be no change.
+        let next = memo
+            .parse(doc(&[("b", &changed), ("c", A)]).as_bytes())
+            .unwrap();
+        assert_eq!(
+            next.changes,
+            Some(FlagChanges {
+                since: first.digest,
+                added: vec!["c".into()],
+                removed: vec!["a".into()],
+                changed: vec!["b".into()],
+            })
+        );
+        let respaced = memo
+            .parse(doc(&[("b", &changed.replace(',', " , ")), ("c", A)]).as_bytes())
+            .unwrap();
+        assert_eq!(respaced.digest, next.digest);
+        assert_eq!(
+            respaced.changes,
+            Some(FlagChanges {
+                since: next.digest,
+                ..FlagChanges::default()
+            })
+        );
     }
 
     #[test]

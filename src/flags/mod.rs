@@ -25,6 +25,7 @@ use shape::shape;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::fmt;
+use std::sync::Arc;
 
 /// A SHA-256 digest of a document's canonical bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -56,8 +57,9 @@ impl fmt::Debug for Digest {
 /// A document that passed validation, in canonical form.
 #[derive(Clone, Debug)]
 pub struct Document {
-    /// The canonical JSON sent to clients.
-    pub canonical: String,
+    /// The canonical JSON sent to clients (shared by the views, the encoded messages and
+    /// the change history: never copied).
+    pub canonical: Arc<String>,
     /// SHA-256 of `canonical`.
     pub digest: Digest,
     /// Number of flags, for logs and `watch`.
@@ -65,6 +67,18 @@ pub struct Document {
     /// With `--validation basic`, what strict validation would have refused (for a
     /// warning); always empty in strict mode.
     pub warnings: Problems,
+    /// What changed since the document read before it, when a [`Memo`] knows.
+    pub changes: Option<FlagChanges>,
+}
+
+/// The flags added, removed and changed (by name, sorted) from the document `since`
+/// to this one, as a [`Memo`] saw them while validating.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlagChanges {
+    pub since: Digest,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
 }
 
 /// How documents are read.
@@ -174,9 +188,10 @@ impl Document {
             .map_or(0, |m| m.len());
         Document {
             digest: Digest::of(canonical.as_bytes()),
-            canonical,
+            canonical: Arc::new(canonical),
             flag_count,
             warnings: Problems::default(),
+            changes: None,
         }
     }
 }
@@ -292,9 +307,10 @@ pub fn parse(bytes: &[u8], opts: &Options) -> Result<Document, DocumentError> {
     }
     Ok(Document {
         digest: Digest::of(canonical.as_bytes()),
-        canonical,
+        canonical: Arc::new(canonical),
         flag_count,
         warnings,
+        changes: None,
     })
 }
 

@@ -104,7 +104,7 @@ async fn sync_flags(
         .into_parts();
     let mut res = http::Response::new(Body::new(Frames {
         stream,
-        pending: None,
+        pending: Default::default(),
         done: false,
     }));
     *res.headers_mut() = metadata.into_headers();
@@ -141,10 +141,11 @@ fn decode_request(bytes: &[u8], max: usize) -> Result<SyncFlagsRequest, Status> 
     SyncFlagsRequest::decode(body).map_err(|e| Status::internal(e.to_string()))
 }
 
-/// The response body: for each message its prefix, then its shared bytes; trailers last.
+/// The response body: for each message its prefix, then its shared parts; trailers last.
 struct Frames {
     stream: Stream_,
-    pending: Option<Bytes>,
+    /// The current message's parts not sent yet.
+    pending: std::collections::VecDeque<Bytes>,
     done: bool,
 }
 
@@ -156,8 +157,8 @@ impl http_body::Body for Frames {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if let Some(payload) = self.pending.take() {
-            return Poll::Ready(Some(Ok(Frame::data(payload))));
+        if let Some(part) = self.pending.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(part))));
         }
         if self.done {
             return Poll::Ready(None);
@@ -165,11 +166,11 @@ impl http_body::Body for Frames {
         match self.stream.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(message))) => {
-                let payload = message.0;
+                let message = message.0;
                 let mut prefix = BytesMut::with_capacity(5);
                 prefix.put_u8(0);
-                prefix.put_u32(payload.len() as u32);
-                self.pending = Some(payload);
+                prefix.put_u32(message.len() as u32);
+                self.pending.extend(message.parts().cloned());
                 Poll::Ready(Some(Ok(Frame::data(prefix.freeze()))))
             }
             Poll::Ready(end) => {
@@ -186,7 +187,7 @@ impl http_body::Body for Frames {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.pending.is_none()
+        self.done && self.pending.is_empty()
     }
 }
 

@@ -151,7 +151,7 @@ pub struct Watcher {
     timing: Timing,
     on_missing: OnMissingKey,
     /// Saves accepted documents (`--snapshot-path`).
-    snapshot: Option<tokio::sync::watch::Sender<Option<Arc<str>>>>,
+    snapshot: Option<tokio::sync::watch::Sender<Option<Arc<String>>>>,
     /// Warn about a refused CONFIG only once per process.
     config_warned: bool,
     /// Warn about refused CLIENT TRACKING only once per process.
@@ -627,10 +627,18 @@ impl Watcher {
     /// Validates a payload; refuses it with a log line, or returns the document.
     fn consider(&mut self, i: usize, bytes: &[u8]) -> Option<flags::Document> {
         let source = &mut self.sources[i];
+        let before = source.memo.stats;
         let parsed = match source.spec.storage {
             Storage::String => source.memo.parse(bytes),
             Storage::Hash => source.memo.parse_hash(bytes),
         };
+        let after = source.memo.stats;
+        for (scope, n) in [
+            ("flag", after.validated - before.validated),
+            ("document", after.whole - before.whole),
+        ] {
+            self.metrics.validated(scope, n);
+        }
         match parsed {
             Ok(doc) => {
                 self.sources[i].last_refused = None;
@@ -688,7 +696,7 @@ impl Watcher {
                     .record(seen.elapsed().as_secs_f64(), &[]);
             }
             if let (Some(writer), Some(snap)) = (&self.snapshot, self.hub.current()) {
-                writer.send_replace(Some(snap.doc.canonical.as_str().into()));
+                writer.send_replace(Some(snap.doc.canonical.clone()));
             }
         }
     }
