@@ -4,7 +4,10 @@
 //! itself, GETs the value and broadcasts it as a pre-encoded `SyncFlagsResponse` (the
 //! least any watcher of a key can do: no validation, no dedup). One flag changes per
 //! write (the marker flag). Also the service's RSS with each document loaded (idle) and
-//! its peak (VmHWM) after the changes.
+//! its peak (VmHWM) after the changes; the validations that writes changing nothing
+//! cost (the same bytes again, the same flags in another order: none expected, read from
+//! `flagd_redis_sync_validations_total`); and the 100 KB realistic document at N = 1,000
+//! (the last client's arrival, service and GET floor in the same run).
 
 use super::*;
 use integration::realistic;
@@ -38,7 +41,16 @@ const SHAPES: &[Shape] = &[
     },
 ];
 
-/// Every shape (or those whose name contains `only`), `rounds` changes each.
+/// Clients in the wide comparison (the 100 KB realistic document).
+const WIDE_N: usize = 1000;
+/// Changes timed in the wide comparison (at most).
+const WIDE_ROUNDS: usize = 20;
+/// Writes that change nothing, of each kind, after the timed changes.
+const UNCHANGED_WRITES: usize = 5;
+
+/// Every shape (or those whose name contains `only`), `rounds` changes each; then the
+/// wide comparison (when the 250-flag shape is among them). Rows of the wide comparison
+/// carry `"n"`.
 pub async fn run(
     marker: &mut Marker,
     tmp: &Path,
@@ -46,11 +58,15 @@ pub async fn run(
     only: Option<&str>,
 ) -> Result<Value> {
     let mut rows = Vec::new();
-    for shape in SHAPES
+    let chosen: Vec<&Shape> = SHAPES
         .iter()
         .filter(|s| only.is_none_or(|o| s.name.contains(o)))
-    {
+        .collect();
+    for shape in &chosen {
         rows.push(one(shape, marker, tmp, rounds).await?);
+    }
+    if let Some(shape) = chosen.iter().find(|s| s.name == "realistic, 250 flags") {
+        rows.push(wide(shape, marker, tmp, rounds.min(WIDE_ROUNDS)).await?);
     }
     Ok(Value::Array(rows))
 }
@@ -69,8 +85,9 @@ async fn one(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> R
     fleet.grow(1, first).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = svc.proc.rss_kb();
-    let service = timed(&mut fleet, &mut writer, shape, marker, rounds).await?;
+    let (service, _) = timed(&mut fleet, &mut writer, shape, marker, rounds, 1).await?;
     let peak_rss = status_kb(svc.proc.pid(), "VmHWM:");
+    let unchanged = unchanged(&svc, &mut writer, shape, marker).await?;
     fleet.close().await;
     svc.proc.stop().await;
 
@@ -80,7 +97,7 @@ async fn one(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> R
     let current = marker.next();
     let _: () = writer.set(KEY, (shape.make)(current)).await?;
     fleet.grow_any(1).await?;
-    let get_floor = timed(&mut fleet, &mut writer, shape, marker, rounds).await?;
+    let (get_floor, _) = timed(&mut fleet, &mut writer, shape, marker, rounds, 1).await?;
     fleet.close().await;
     floor.proc.stop().await;
 
@@ -94,7 +111,125 @@ async fn one(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> R
         "p99_over_floor": ratio(service.p99, get_floor.p99),
         "service_idle_rss_kb": idle_rss,
         "service_peak_rss_kb": peak_rss,
+        "unchanged_writes": unchanged,
     }))
+}
+
+/// The 100 KB realistic document at N = 1,000: per change the arrival at the last of the
+/// clients, service and GET floor in the same run.
+async fn wide(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> Result<Value> {
+    let redis = RedisServer::start_with(&["--notify-keyspace-events", "Kg$xe"])?;
+    let mut writer = redis.client().get_multiplexed_async_connection().await?;
+    let first = marker.next();
+    let _: () = writer.set(KEY, (shape.make)(first)).await?;
+
+    eprintln!("bench: shapes: {} at N = {WIDE_N}: service", shape.name);
+    let (svc, _) = Service::start(&redis, tmp, &[]).await?;
+    let mut fleet = Fleet::new(svc.grpc);
+    fleet.grow(WIDE_N, first).await?;
+    let (_, service) = timed(&mut fleet, &mut writer, shape, marker, rounds, WIDE_N).await?;
+    fleet.close().await;
+    svc.proc.stop().await;
+
+    eprintln!("bench: shapes: {} at N = {WIDE_N}: GET floor", shape.name);
+    let floor = GetFloor::start(redis.port, tmp).await?;
+    let mut fleet = Fleet::new(floor.port);
+    let _: () = writer.set(KEY, (shape.make)(marker.next())).await?;
+    fleet.grow_any(WIDE_N).await?;
+    let (_, get_floor) = timed(&mut fleet, &mut writer, shape, marker, rounds, WIDE_N).await?;
+    fleet.close().await;
+    floor.proc.stop().await;
+
+    Ok(json!({
+        "shape": shape.name,
+        "n": WIDE_N,
+        "rounds": rounds,
+        "service_last": service.json(),
+        "get_floor_last": get_floor.json(),
+        "p99_over_floor": ratio(service.p99, get_floor.p99),
+    }))
+}
+
+/// Writes that change nothing: the current document's bytes again, then its flags in
+/// another order, [`UNCHANGED_WRITES`] of each; waits until the service has read every
+/// one (its duplicates counter), and returns the validations they cost (by scope).
+async fn unchanged(
+    svc: &Service,
+    writer: &mut redis::aio::MultiplexedConnection,
+    shape: &Shape,
+    marker: &mut Marker,
+) -> Result<Value> {
+    let doc = (shape.make)(marker.0);
+    let reordered = reverse_flags(&doc)?;
+    let before = svc.metrics().await;
+    for text in [&doc, &reordered] {
+        for _ in 0..UNCHANGED_WRITES {
+            // One write at a time, each read and found unchanged before the next.
+            let dups = |m: &str| metric_sum(m, "flagd_redis_sync_documents_duplicates_total");
+            let want = dups(&svc.metrics().await) + 1.0;
+            let _: () = writer.set(KEY, text.as_str()).await?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while dups(&svc.metrics().await) < want {
+                ensure!(
+                    Instant::now() < deadline,
+                    "the service did not report an unchanged write as such within 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+    let after = svc.metrics().await;
+    let delta = |scope: &str| {
+        let name = format!("flagd_redis_sync_validations_total{{scope=\"{scope}\"}}");
+        metric_sum(&after, &name) - metric_sum(&before, &name)
+    };
+    Ok(json!({
+        "writes": 2 * UNCHANGED_WRITES,
+        "flags_validated": delta("flag"),
+        "documents_validated": delta("document"),
+        "flags_validated_total": metric_sum(&after, "flagd_redis_sync_validations_total{scope=\"flag\"}"),
+    }))
+}
+
+/// The sum of the samples of `name` (a metric name, with or without labels).
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let rest = if name.contains('{') {
+                rest
+            } else if let Some(r) = rest.strip_prefix('{') {
+                r.split_once('}')?.1
+            } else {
+                rest
+            };
+            rest.trim().parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// The same document with the flags in reverse order, each flag's bytes as they were.
+fn reverse_flags(doc: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Doc<'a> {
+        #[serde(borrow)]
+        flags: std::collections::BTreeMap<String, &'a serde_json::value::RawValue>,
+    }
+    let d: Doc = serde_json::from_str(doc)?;
+    let members: Vec<String> = d
+        .flags
+        .iter()
+        .rev()
+        .map(|(k, v)| {
+            format!(
+                "{}:{}",
+                serde_json::to_string(k).expect("a string"),
+                v.get()
+            )
+        })
+        .collect();
+    Ok(format!("{{\"flags\":{{{}}}}}", members.join(",")))
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -105,27 +240,31 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
-/// SET -> arrival at the one client, `rounds` times after two warm-up changes.
+/// SET -> arrival at each of `n` clients, `rounds` times after two warm-up changes:
+/// every arrival, and the last client's per change.
 async fn timed(
     fleet: &mut Fleet,
     writer: &mut redis::aio::MultiplexedConnection,
     shape: &Shape,
     marker: &mut Marker,
     rounds: usize,
-) -> Result<Stats> {
-    let mut all = Vec::with_capacity(rounds);
+    n: usize,
+) -> Result<(Stats, Stats)> {
+    let mut all = Vec::with_capacity(rounds * n);
+    let mut last = Vec::with_capacity(rounds);
     for i in 0..rounds + 2 {
         let m = marker.next();
         let doc = (shape.make)(m);
-        tokio::time::sleep(gap(1, doc.len())).await;
+        tokio::time::sleep(gap(n, doc.len())).await;
         let t0 = Instant::now();
         let _: () = writer.set(KEY, doc).await?;
-        let got = fleet.collect(m, 1, t0).await?;
+        let got = fleet.collect(m, n, t0).await?;
         if i >= 2 {
+            last.push(got.iter().copied().fold(0.0, f64::max));
             all.extend(got);
         }
     }
-    Ok(Stats::of(&all))
+    Ok((Stats::of(&all), Stats::of(&last)))
 }
 
 fn status_kb(pid: u32, field: &str) -> u64 {
@@ -227,16 +366,18 @@ pub fn markdown(rows: &Value) -> String {
         "### Document shapes against the GET floor (N = 1, one flag changed per write)\n\n\
          GET floor: a server that subscribes to the key's keyspace events, GETs the value and \
          broadcasts it pre-encoded (no validation, no dedup). Strict validation on.\n\n\
-         | document | bytes | service p50 | GET floor p50 | ratio p50 | service p99 | GET floor p99 | idle RSS | peak RSS |\n\
-         |---|---|---|---|---|---|---|---|---|"
+         | document | bytes | service p50 | GET floor p50 | ratio p50 | service p99 | GET floor p99 | idle RSS | peak RSS | validations for 10 unchanged writes |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
     );
-    for r in rows.as_array().into_iter().flatten() {
+    let rows: Vec<&Value> = rows.as_array().into_iter().flatten().collect();
+    for r in rows.iter().filter(|r| r["n"].is_null()) {
         let ms_of = |v: &Value| fmt_ms(v["p50_ms"].as_f64().unwrap_or(0.0) / 1e3);
         let p99_of = |v: &Value| fmt_ms(v["p99_ms"].as_f64().unwrap_or(0.0) / 1e3);
         let mb = |k: &str| format!("{:.1} MB", r[k].as_f64().unwrap_or(0.0) / 1024.0);
+        let u = &r["unchanged_writes"];
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.2}x | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2}x | {} | {} | {} | {} | {} flags, {} documents |",
             r["shape"].as_str().unwrap_or(""),
             r["bytes"],
             ms_of(&r["service"]),
@@ -246,6 +387,24 @@ pub fn markdown(rows: &Value) -> String {
             p99_of(&r["get_floor"]),
             mb("service_idle_rss_kb"),
             mb("service_peak_rss_kb"),
+            u["flags_validated"],
+            u["documents_validated"],
+        );
+    }
+    for r in rows.iter().filter(|r| !r["n"].is_null()) {
+        let ms_of = |v: &Value, k: &str| fmt_ms(v[k].as_f64().unwrap_or(0.0) / 1e3);
+        let _ = writeln!(
+            s,
+            "\n{} at N = {} ({} changes): last client p50 / p99 {} / {} (GET floor {} / {}): \
+             p99 {:.2}x the GET floor.",
+            r["shape"].as_str().unwrap_or(""),
+            r["n"],
+            r["rounds"],
+            ms_of(&r["service_last"], "p50_ms"),
+            ms_of(&r["service_last"], "p99_ms"),
+            ms_of(&r["get_floor_last"], "p50_ms"),
+            ms_of(&r["get_floor_last"], "p99_ms"),
+            r["p99_over_floor"].as_f64().unwrap_or(0.0),
         );
     }
     s
