@@ -1,6 +1,8 @@
-//! Times the validation of generated realistic documents (25 / 250 / 2,500 flags), whole
-//! (`flags::parse`) and memoised (`flags::Memo`, one flag changed per write), with the
-//! phases of the whole parse: `cargo run --release -p integration --example docperf`.
+//! Times the validation of generated realistic documents (25 / 250 / 2,500 flags) and of
+//! the bench's padded 1 MB document (13,000 tiny flags), whole (`flags::parse`), memoised
+//! (`flags::Memo`: its first fill, as at start-up; one flag changed per write; the same
+//! bytes again), with the phases of the whole parse:
+//! `cargo run --release -p integration --example docperf`.
 
 use flagd_redis_sync::flags::{self, Digest, Memo, Options};
 use integration::realistic::document;
@@ -23,14 +25,46 @@ fn time<T>(rounds: usize, mut f: impl FnMut(usize) -> T) -> f64 {
     )
 }
 
+/// The bench's padded document (`make_doc` in bench.rs): tiny flags up to `size` bytes.
+fn padded(marker: u32, size: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        r#"{{"flags":{{"bench-marker":{{"defaultVariant":"v","state":"ENABLED","variants":{{"v":"MARK{marker:09}"}}}}"#
+    );
+    let mut i = 0;
+    while s.len() + 2 < size {
+        write!(
+            s,
+            r#","f{i:06}":{{"defaultVariant":"off","state":"ENABLED","variants":{{"off":false,"on":true}}}}"#
+        )
+        .expect("writing to a String");
+        i += 1;
+    }
+    s.push_str("}}");
+    s
+}
+
 fn main() {
     let opts = Options::default();
-    println!("| flags | bytes | whole parse | memo, 1 flag changed | memo, same bytes | JSON -> tree | tree -> canonical | SHA-256 | free tree |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for n in [25, 250, 2500] {
-        let rounds = if n > 1000 { 30 } else { 200 };
-        let docs: Vec<String> = (0..=rounds as u32).map(|m| document(n, m)).collect();
+    println!("| document | bytes | whole parse | memo, first fill | memo, 1 flag changed | memo, same bytes | JSON -> tree | tree -> canonical | SHA-256 | free tree |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let shapes: [(String, fn(u32) -> String); 4] = [
+        ("25 flags".into(), |m| document(25, m)),
+        ("250 flags".into(), |m| document(250, m)),
+        ("2,500 flags".into(), |m| document(2500, m)),
+        ("1 MB padded".into(), |m| padded(m, 1024 * 1024)),
+    ];
+    for (name, make) in shapes {
+        let rounds = if name.contains("2,500") || name.contains("MB") {
+            30
+        } else {
+            200
+        };
+        let docs: Vec<String> = (0..=rounds as u32).map(make).collect();
         let whole = time(rounds, |i| flags::parse(docs[i].as_bytes(), &opts).unwrap());
+        let first = time(rounds.min(30), |i| {
+            Memo::new(opts).parse(docs[i].as_bytes()).unwrap()
+        });
         let mut memo = Memo::new(opts);
         memo.parse(docs[0].as_bytes()).unwrap();
         let changed = time(rounds, |i| memo.parse(docs[i + 1].as_bytes()).unwrap());
@@ -57,7 +91,7 @@ fn main() {
                 .collect(),
         );
         println!(
-            "| {n} | {} | {whole:.2} ms | {changed:.2} ms | {same:.2} ms | {tree:.2} ms | {ser:.2} ms | {sha:.2} ms | {free:.2} ms |",
+            "| {name} | {} | {whole:.2} ms | {first:.2} ms | {changed:.2} ms | {same:.2} ms | {tree:.2} ms | {ser:.2} ms | {sha:.2} ms | {free:.2} ms |",
             docs[0].len()
         );
     }

@@ -45,11 +45,15 @@ pub struct MemoStats {
     pub reused: u64,
     /// Documents judged whole by [`super::parse`] (the fallback).
     pub whole: u64,
+    /// Documents split only where their bytes differ from the last accepted one's.
+    pub partial: u64,
 }
 
 /// One cached flag: ranges of the memo's name list, raw bytes and canonical text.
 struct Cached {
     name: Range<usize>,
+    /// The name as written in the raw bytes (`None`: written with escapes).
+    key: Option<Range<usize>>,
     raw: Range<usize>,
     /// The flag's member (`"name":{…}`) in the last document's canonical text.
     canonical: Range<usize>,
@@ -65,6 +69,12 @@ struct Cache {
     /// The flags' names, one after the other.
     names: String,
     flags: Vec<Cached>,
+    /// The flags in the order of the raw bytes (positions in `flags`).
+    order: Vec<u32>,
+    /// Where the raw bytes' `flags` object opens (just after its `{`), when known.
+    flags_open: Option<usize>,
+    /// The other top-level members' raw values.
+    top: Vec<(String, Range<usize>)>,
 }
 
 impl Cache {
@@ -82,6 +92,128 @@ impl Cache {
         (self.name(c) == name && &self.raw[c.raw.clone()] == raw.as_bytes())
             .then(|| c.canonical.clone())
     }
+
+    /// Flag `i` of the cache read from `text`, where its bytes sit `from` - `to` further on.
+    fn borrowed<'a>(
+        &self,
+        i: u32,
+        text: &'a str,
+        from: usize,
+        to: usize,
+    ) -> Option<(Name<'a>, &'a str)> {
+        let c = &self.flags[i as usize];
+        let at = |r: &Range<usize>| text.get(r.start - from + to..r.end - from + to);
+        Some((Name(Cow::Borrowed(at(c.key.as_ref()?)?)), at(&c.raw)?))
+    }
+
+    /// The document split like [`Split`] but only where its bytes differ from the cached
+    /// document's: the common beginning and end are taken from the cache, and the flags
+    /// between are read from the last flag before the first difference until a member
+    /// ends where one ended in the cached document, within the common end. From there
+    /// on the bytes and the reader's state (after a member of `flags`) are those that the
+    /// cached document was read with, so the rest reads the same. `None`: split whole.
+    fn resplit<'a>(
+        &self,
+        text: &'a str,
+    ) -> Option<(BTreeMap<String, &'a str>, Vec<(Name<'a>, &'a str)>)> {
+        self.doc.as_ref()?;
+        let open = self.flags_open?;
+        let (old, new) = (self.raw.as_slice(), text.as_bytes());
+        let min = old.len().min(new.len());
+        let p = common(min, |i, n| old[i..i + n] == new[i..i + n]);
+        let s = common(min - p, |i, n| {
+            old[old.len() - i - n..old.len() - i] == new[new.len() - i - n..new.len() - i]
+        });
+        let (old_tail, new_tail) = (old.len() - s, new.len() - s);
+        let mut top = BTreeMap::new();
+        for (k, r) in &self.top {
+            let v = if r.end <= p {
+                text.get(r.clone())?
+            } else if r.start >= old_tail {
+                text.get(r.start - old_tail + new_tail..r.end - old_tail + new_tail)?
+            } else {
+                return None;
+            };
+            top.insert(k.clone(), v);
+        }
+        let end = |k: usize| self.flags[self.order[k] as usize].raw.end;
+        // The flags before the first difference, read as they were.
+        let before = self
+            .order
+            .partition_point(|&i| self.flags[i as usize].raw.end <= p);
+        let mut pos = if before == 0 { open } else { end(before - 1) };
+        if pos > p {
+            return None;
+        }
+        let mut flags = Vec::with_capacity(self.order.len() + 4);
+        for &i in &self.order[..before] {
+            flags.push(self.borrowed(i, text, 0, 0)?);
+        }
+        let mut after_member = before > 0;
+        loop {
+            if pos >= new_tail {
+                let was = pos - new_tail + old_tail;
+                let rest = if after_member {
+                    let k = self
+                        .order
+                        .partition_point(|&i| self.flags[i as usize].raw.end < was);
+                    (k < self.order.len() && end(k) == was).then_some(k + 1)
+                } else {
+                    (was == open).then_some(0)
+                };
+                if let Some(rest) = rest {
+                    for &i in &self.order[rest..] {
+                        flags.push(self.borrowed(i, text, old_tail, new_tail)?);
+                    }
+                    return Some((top, flags));
+                }
+            }
+            // The next member; the end of `flags` (or anything odd) before the two
+            // documents agree again: split whole.
+            pos = skip_ws(new, pos);
+            if after_member {
+                if new.get(pos) != Some(&b',') {
+                    return None;
+                }
+                pos = skip_ws(new, pos + 1);
+            }
+            let mut keys =
+                serde_json::Deserializer::from_str(text.get(pos..)?).into_iter::<Name<'a>>();
+            let name = keys.next()?.ok()?;
+            pos = skip_ws(new, pos + keys.byte_offset());
+            if new.get(pos) != Some(&b':') {
+                return None;
+            }
+            pos = skip_ws(new, pos + 1);
+            let mut values =
+                serde_json::Deserializer::from_str(text.get(pos..)?).into_iter::<&'a RawValue>();
+            let raw = values.next()?.ok()?.get();
+            pos += values.byte_offset();
+            flags.push((name, raw));
+            after_member = true;
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut pos: usize) -> usize {
+    while matches!(b.get(pos), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+        pos += 1;
+    }
+    pos
+}
+
+/// The length of the common run of at most `max` bytes, `same(i, n)` telling whether the
+/// `n` bytes from `i` on agree: a block at a time, then byte by byte.
+fn common(max: usize, same: impl Fn(usize, usize) -> bool) -> usize {
+    const BLOCK: usize = 256;
+    let mut i = 0;
+    while i + BLOCK <= max && same(i, BLOCK) {
+        i += BLOCK;
+    }
+    while i < max && same(i, 1) {
+        i += 1;
+    }
+    i
 }
 
 /// A [`super::parse`] that remembers the flags of the last accepted document.
@@ -136,8 +268,16 @@ impl Memo {
             }
         }
         let text = std::str::from_utf8(bytes).ok()?;
-        let Split { top, flags } = serde_json::from_str(text).ok()?;
-        let mut flags = flags?;
+        let (top, mut flags) = match self.cache.resplit(text) {
+            Some(split) => {
+                self.stats.partial += 1;
+                split
+            }
+            None => {
+                let Split { top, flags } = serde_json::from_str(text).ok()?;
+                (top, flags?)
+            }
+        };
         // Sorted as the canonical form writes them (and as the cache holds them); a
         // repeated name is refused (see `duplicate_member`): judged whole.
         flags.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
@@ -147,11 +287,14 @@ impl Memo {
 
         // The document without its flags: shape and strict checks of the shared parts.
         let mut skeleton = Map::new();
+        let offset = |raw: &str| raw.as_ptr() as usize - text.as_ptr() as usize;
+        let mut top_ranges = Vec::with_capacity(top.len());
         for (k, raw) in top {
-            if super::duplicate_member(raw.get()).is_some() {
+            if super::duplicate_member(raw).is_some() {
                 return None;
             }
-            let v: Value = serde_json::from_str(raw.get()).ok()?;
+            let v: Value = serde_json::from_str(raw).ok()?;
+            top_ranges.push((k.clone(), offset(raw)..offset(raw) + raw.len()));
             if depth(&v) > MAX_PART_DEPTH {
                 return None;
             }
@@ -177,7 +320,6 @@ impl Memo {
         let mut pieces = Vec::with_capacity(flags.len());
         let mut at = 0;
         for (name, raw) in &flags {
-            let raw = raw.get();
             let hit = if same_rules {
                 self.cache.find(&mut at, name, raw)
             } else {
@@ -201,6 +343,9 @@ impl Memo {
             doc: None,
             names: String::with_capacity(self.cache.names.len() + 64),
             flags: Vec::with_capacity(flags.len()),
+            order: Vec::new(),
+            flags_open: None,
+            top: top_ranges,
         };
         let last = self.cache.doc.as_ref().map_or("", |d| &*d.canonical);
         let hint = last.len().max(bytes.len()) + 1024;
@@ -216,10 +361,15 @@ impl Memo {
                 }
                 let n = cache.names.len();
                 cache.names.push_str(name);
-                let r = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+                let r = offset(raw);
+                let key = match &name.0 {
+                    Cow::Borrowed(k) => Some(offset(k)..offset(k) + k.len()),
+                    Cow::Owned(_) => None,
+                };
                 cache.flags.push(Cached {
                     name: n..cache.names.len(),
-                    raw: r..r + raw.get().len(),
+                    key,
+                    raw: r..r + raw.len(),
                     canonical: start..out.len(),
                 });
             }
@@ -234,6 +384,17 @@ impl Memo {
             warnings: Problems::default(),
             changes,
         };
+        let mut order: Vec<u32> = (0..cache.flags.len() as u32).collect();
+        order.sort_by_key(|&i| cache.flags[i as usize].raw.start);
+        // Just after the `{` before the first flag's name (and its quote).
+        cache.flags_open = order
+            .first()
+            .and_then(|&i| cache.flags[i as usize].key.as_ref())
+            .and_then(|k| {
+                let before = bytes[..k.start.checked_sub(1)?].trim_ascii_end();
+                before.ends_with(b"{").then_some(before.len())
+            });
+        cache.order = order;
         // The last document's bytes are reused for this one's.
         cache.raw = std::mem::take(&mut self.cache.raw);
         cache.raw.clear();
@@ -249,7 +410,7 @@ impl Memo {
     /// The flags added, removed and changed since the last accepted document (a flag
     /// read again from the same bytes is unchanged; one validated again is compared by
     /// its canonical member).
-    fn changes(&self, flags: &[(Name<'_>, &RawValue)], pieces: &[Piece]) -> Option<FlagChanges> {
+    fn changes(&self, flags: &[(Name<'_>, &str)], pieces: &[Piece]) -> Option<FlagChanges> {
         let last = self.cache.doc.as_ref()?;
         let mut c = FlagChanges {
             since: last.digest,
@@ -354,8 +515,8 @@ impl<'de> Deserialize<'de> for Name<'de> {
 /// each as borrowed raw JSON. `flags` is `None` when the member is not a JSON object (or
 /// absent).
 struct Split<'a> {
-    top: BTreeMap<String, &'a RawValue>,
-    flags: Option<Vec<(Name<'a>, &'a RawValue)>>,
+    top: BTreeMap<String, &'a str>,
+    flags: Option<Vec<(Name<'a>, &'a str)>>,
 }
 
 impl<'de> Deserialize<'de> for Split<'de> {
@@ -379,7 +540,11 @@ impl<'de> Deserialize<'de> for Split<'de> {
                             return Err(A::Error::custom("duplicate member"));
                         }
                         split.flags = map.next_value::<FlagsMap<'de>>()?.0;
-                    } else if split.top.insert(key, map.next_value()?).is_some() {
+                    } else if split
+                        .top
+                        .insert(key, map.next_value::<&RawValue>()?.get())
+                        .is_some()
+                    {
                         return Err(A::Error::custom("duplicate member"));
                     }
                 }
@@ -391,7 +556,7 @@ impl<'de> Deserialize<'de> for Split<'de> {
 }
 
 /// `flags`: its members when it is an object; anything else is skipped.
-struct FlagsMap<'a>(Option<Vec<(Name<'a>, &'a RawValue)>>);
+struct FlagsMap<'a>(Option<Vec<(Name<'a>, &'a str)>>);
 
 impl<'de> Deserialize<'de> for FlagsMap<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -404,7 +569,7 @@ impl<'de> Deserialize<'de> for FlagsMap<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlagsMap<'de>, A::Error> {
                 let mut flags = Vec::with_capacity(map.size_hint().unwrap_or(64));
                 while let Some(key) = map.next_key::<Name<'de>>()? {
-                    flags.push((key, map.next_value()?));
+                    flags.push((key, map.next_value::<&RawValue>()?.get()));
                 }
                 Ok(FlagsMap(Some(flags)))
             }
@@ -505,7 +670,8 @@ mod tests {
             MemoStats {
                 validated: 2,
                 reused: 4,
-                whole: 0
+                whole: 0,
+                partial: 0,
             }
         );
         assert_eq!(same.digest, first.digest);
