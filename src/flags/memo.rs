@@ -721,6 +721,62 @@ mod tests {
     }
 
     #[test]
+    fn a_change_is_read_from_where_the_bytes_differ_and_agrees_with_a_whole_read() {
+        let flags = |n: usize, at: usize, v: &str| -> Vec<(String, String)> {
+            (0..n)
+                .map(|i| {
+                    let f = if i == at {
+                        B.replace(r#""y""#, v)
+                    } else {
+                        A.to_string()
+                    };
+                    (format!("f{i:02}"), f)
+                })
+                .collect()
+        };
+        let text = |fl: &[(String, String)], meta: &str| {
+            let parts: Vec<String> = fl.iter().map(|(k, f)| format!("{k:?}: {f}")).collect();
+            format!(
+                r#"{{"metadata":{{"v":"{meta}"}}, "flags": {{ {} }}, "zz": 1}}"#,
+                parts.join(",\n ")
+            )
+        };
+        let mut memo = Memo::new(Options::default());
+        let mut edits = vec![
+            text(&flags(40, 0, r#""a""#), "1"),
+            text(&flags(40, 20, r#""a""#), "1"),
+            text(&flags(40, 0, r#""b""#), "1"),
+            text(&flags(40, 39, r#""b""#), "1"),
+            text(&flags(40, 39, r#""a""#), "1"),
+        ];
+        // A flag added in the middle, one removed, the metadata before `flags` changed.
+        let mut more = flags(40, 20, r#""a""#);
+        more.insert(20, ("f19x".into(), B.to_string()));
+        edits.push(text(&more, "1"));
+        more.remove(5);
+        edits.push(text(&more, "1"));
+        edits.push(text(&more, "2"));
+        // A bad flag in the middle is refused as from scratch.
+        more[10].1 = B.replace(r#""b"}"#, r#""zz"}"#);
+        edits.push(text(&more, "2"));
+        more[10].1 = A.to_string();
+        edits.push(text(&more, "2"));
+        for t in &edits {
+            let opts = memo.opts;
+            match (memo.parse(t.as_bytes()), parse(t.as_bytes(), &opts)) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.canonical, b.canonical, "{t}");
+                    assert_eq!(a.digest, b.digest);
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (a, b) => panic!("{t}: memo {a:?} whole {b:?}"),
+            }
+        }
+        assert!(memo.stats.partial >= 6, "{:?}", memo.stats);
+        assert!(memo.stats.validated < 40 + 20, "{:?}", memo.stats);
+    }
+
+    #[test]
     fn a_bad_flag_is_refused_as_from_scratch_and_the_cache_survives() {
         let mut memo = Memo::new(Options::default());
         memo.parse(doc(&[("a", A), ("b", B)]).as_bytes()).unwrap();
