@@ -102,11 +102,16 @@ pub enum Part {
     Metadata,
 }
 
-/// Checks `value` against `part`. `pointer` is where `value` sits in the document (the
-/// reported pointers extend it) and `flag` the flag it belongs to. At most one problem per
-/// value: the most specific schema error (the deepest in the value), as a person would
-/// look for it.
-pub fn check(part: Part, value: &Value, pointer: &str, flag: Option<&str>) -> Option<Problem> {
+/// Checks `value` against `part`. `pointer` gives where `value` sits in the document (the
+/// reported pointers extend it; built only when there is a problem) and `flag` the flag
+/// it belongs to. At most one problem per value: the most specific schema error (the
+/// deepest in the value), as a person would look for it.
+pub fn check(
+    part: Part,
+    value: &Value,
+    pointer: impl FnOnce() -> String,
+    flag: Option<&str>,
+) -> Option<Problem> {
     let s = &*SCHEMAS;
     let validator = match part {
         Part::Flag => &s.flag,
@@ -122,7 +127,7 @@ pub fn check(part: Part, value: &Value, pointer: &str, flag: Option<&str>) -> Op
     Some(Problem {
         kind: ProblemKind::Schema,
         flag: flag.map(str::to_string),
-        pointer: format!("{pointer}{}", best.instance_path().as_str()),
+        pointer: format!("{}{}", pointer(), best.instance_path().as_str()),
         message: describe(best),
         fix: format!("see flagd's schema (flags.json / targeting.json {VERSION})"),
     })
@@ -182,17 +187,29 @@ mod tests {
     fn the_vendored_schemas_compile_and_judge() {
         let flag = json!({"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on",
             "targeting": {"if": [{"==": [{"var": "x"}, 1]}, "on", null]}});
-        assert!(check(Part::Flag, &flag, "/flags/a", Some("a")).is_none());
+        assert!(check(Part::Flag, &flag, || "/flags/a".into(), Some("a")).is_none());
         let bad = json!({"state": "ENABLED", "variants": {"on": true},
             "targeting": {"sem_ver": [{"var": "v"}, "~~", "1.0.0"]}});
-        let p = check(Part::Flag, &bad, "/flags/a", Some("a")).unwrap();
+        let p = check(Part::Flag, &bad, || "/flags/a".into(), Some("a")).unwrap();
         assert_eq!(p.pointer, "/flags/a/targeting/sem_ver/1", "{p}");
         assert_eq!(p.kind, ProblemKind::Schema);
-        assert!(check(Part::ArrayFlag, &flag, "/flags/0", None).is_some());
-        assert!(check(Part::Rule, &json!({"in": ["a", "b"]}), "", None).is_none());
+        assert!(check(Part::ArrayFlag, &flag, || "/flags/0".into(), None).is_some());
+        assert!(check(Part::Rule, &json!({"in": ["a", "b"]}), || "".into(), None).is_none());
         // draft-07 ignores the siblings of `$ref`: flagSetId may be any scalar.
-        assert!(check(Part::Metadata, &json!({"flagSetId": 1}), "/metadata", None).is_none());
-        assert!(check(Part::Metadata, &json!({"v": [1]}), "/metadata", None).is_some());
+        assert!(check(
+            Part::Metadata,
+            &json!({"flagSetId": 1}),
+            || "/metadata".into(),
+            None
+        )
+        .is_none());
+        assert!(check(
+            Part::Metadata,
+            &json!({"v": [1]}),
+            || "/metadata".into(),
+            None
+        )
+        .is_some());
         assert_eq!(VERSION, "0.2.15");
     }
 
@@ -208,10 +225,16 @@ mod tests {
             "1.2.3-rc.1+build.5",
             "v1.2-beta",
         ] {
-            assert!(check(Part::Rule, &rule(ok), "", None).is_none(), "{ok}");
+            assert!(
+                check(Part::Rule, &rule(ok), || "".into(), None).is_none(),
+                "{ok}"
+            );
         }
         for bad in ["", "x1.0.0", "1.0.0.0", "01.0.0", "1.0.", "vv1", "1..0"] {
-            assert!(check(Part::Rule, &rule(bad), "", None).is_some(), "{bad}");
+            assert!(
+                check(Part::Rule, &rule(bad), || "".into(), None).is_some(),
+                "{bad}"
+            );
         }
     }
 }

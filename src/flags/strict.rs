@@ -44,7 +44,7 @@ pub fn check_flag<'a>(
         } else {
             Part::Flag
         };
-        if let Some(p) = schema::check(part, flag, &Path::new(base).pointer(), Some(name)) {
+        if let Some(p) = schema::check(part, flag, || Path::new(base).pointer(), Some(name)) {
             problems.push(p);
         }
     }
@@ -80,7 +80,12 @@ pub struct Prepared<'a> {
 /// them) into `out`, and returns what the flags' checks need.
 pub fn prepare<'a>(top: &'a Map<String, Value>, out: &mut Problems) -> Prepared<'a> {
     if let Some(meta) = top.get("metadata") {
-        out.extend(schema::check(Part::Metadata, meta, "/metadata", None));
+        out.extend(schema::check(
+            Part::Metadata,
+            meta,
+            || "/metadata".into(),
+            None,
+        ));
     }
     let evaluators = top.get("$evaluators").and_then(Value::as_object);
     let mut shared: BTreeMap<&str, Shared<'_>> = BTreeMap::new();
@@ -89,7 +94,7 @@ pub fn prepare<'a>(top: &'a Map<String, Value>, out: &mut Problems) -> Prepared<
         let mut path = Path::new(&[Seg::Key("$evaluators"), Seg::Key(name)]);
         walk.rule(rule, &mut path);
         if walk.problems.is_empty() {
-            out.extend(schema::check(Part::Rule, rule, &path.pointer(), None));
+            out.extend(schema::check(Part::Rule, rule, || path.pointer(), None));
         }
         out.extend(walk.problems);
         shared.insert(
