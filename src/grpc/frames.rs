@@ -167,10 +167,17 @@ impl http_body::Body for Frames {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(message))) => {
                 let message = message.0;
-                let mut prefix = BytesMut::with_capacity(5);
+                // The gRPC prefix and the message's few leading bytes in one frame, then
+                // the shared document, then the other fields (if any).
+                let mut prefix = BytesMut::with_capacity(5 + message.head.len());
                 prefix.put_u8(0);
                 prefix.put_u32(message.len() as u32);
-                self.pending.extend(message.parts().cloned());
+                prefix.put_slice(&message.head);
+                self.pending.extend(
+                    [message.body, message.tail]
+                        .into_iter()
+                        .filter(|b| !b.is_empty()),
+                );
                 Poll::Ready(Some(Ok(Frame::data(prefix.freeze()))))
             }
             Poll::Ready(end) => {
