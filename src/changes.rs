@@ -13,7 +13,7 @@
 //! its source (their common beginning and end are not stored). One flag changed in a
 //! 1 MB document keeps that flag's few hundred bytes, not another megabyte.
 
-use crate::flags::{Digest, Document, FlagChanges};
+use crate::flags::{common_prefix, common_suffix, Digest, Document, FlagChanges};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -145,13 +145,8 @@ impl Body {
 
     /// `old` as a difference from `new`: their common beginning and end are not kept.
     fn delta(old: &[u8], new: &[u8]) -> Body {
-        let prefix = common(old.len().min(new.len()), |i, n| {
-            old[i..i + n] == new[i..i + n]
-        });
-        let room = old.len().min(new.len()) - prefix;
-        let suffix = common(room, |i, n| {
-            old[old.len() - i - n..old.len() - i] == new[new.len() - i - n..new.len() - i]
-        });
+        let prefix = common_prefix(old, new);
+        let suffix = common_suffix(old, new, old.len().min(new.len()) - prefix);
         Body::Delta {
             prefix,
             middle: old[prefix..old.len() - suffix].into(),
@@ -175,21 +170,6 @@ impl Body {
             (Body::Delta { .. }, None) => unreachable!("a difference always has a newer document"),
         }
     }
-}
-
-/// The length of the common run of at most `max` bytes, `same(i, n)` telling whether the
-/// `n` bytes from `i` on agree: compared a block at a time (a byte loop over a megabyte
-/// costs milliseconds), then byte by byte within the first block that differs.
-fn common(max: usize, same: impl Fn(usize, usize) -> bool) -> usize {
-    const BLOCK: usize = 256;
-    let mut i = 0;
-    while i + BLOCK <= max && same(i, BLOCK) {
-        i += BLOCK;
-    }
-    while i < max && same(i, 1) {
-        i += 1;
-    }
-    i
 }
 
 #[derive(Debug)]

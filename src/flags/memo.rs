@@ -119,11 +119,8 @@ impl Cache {
         self.doc.as_ref()?;
         let open = self.flags_open?;
         let (old, new) = (self.raw.as_slice(), text.as_bytes());
-        let min = old.len().min(new.len());
-        let p = common(min, |i, n| old[i..i + n] == new[i..i + n]);
-        let s = common(min - p, |i, n| {
-            old[old.len() - i - n..old.len() - i] == new[new.len() - i - n..new.len() - i]
-        });
+        let p = common_prefix(old, new);
+        let s = common_suffix(old, new, old.len().min(new.len()) - p);
         let (old_tail, new_tail) = (old.len() - s, new.len() - s);
         let mut top = BTreeMap::new();
         for (k, r) in &self.top {
@@ -202,8 +199,22 @@ fn skip_ws(b: &[u8], mut pos: usize) -> usize {
     pos
 }
 
+/// How many leading bytes `a` and `b` share: compared a block at a time (a byte loop
+/// over a megabyte costs milliseconds), then byte by byte.
+pub fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    common(a.len().min(b.len()), |i, n| a[i..i + n] == b[i..i + n])
+}
+
+/// How many trailing bytes `a` and `b` share, at most `max`.
+pub fn common_suffix(a: &[u8], b: &[u8], max: usize) -> usize {
+    let max = max.min(a.len()).min(b.len());
+    common(max, |i, n| {
+        a[a.len() - i - n..a.len() - i] == b[b.len() - i - n..b.len() - i]
+    })
+}
+
 /// The length of the common run of at most `max` bytes, `same(i, n)` telling whether the
-/// `n` bytes from `i` on agree: a block at a time, then byte by byte.
+/// `n` bytes from `i` on agree.
 fn common(max: usize, same: impl Fn(usize, usize) -> bool) -> usize {
     const BLOCK: usize = 256;
     let mut i = 0;
@@ -474,7 +485,8 @@ fn flag(opts: &Options, prepared: &strict::Prepared<'_>, name: &str, raw: &str) 
 }
 
 /// A flag's name as read: borrowed from the document unless it holds escapes.
-struct Name<'a>(Cow<'a, str>);
+#[derive(serde::Deserialize)]
+struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
 
 impl std::ops::Deref for Name<'_> {
     type Target = str;
@@ -486,28 +498,6 @@ impl std::ops::Deref for Name<'_> {
 impl PartialEq for Name<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.0 == other.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Name<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a flag name")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(s)))
-            }
-        }
-        d.deserialize_str(V)
     }
 }
 

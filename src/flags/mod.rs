@@ -18,7 +18,7 @@ pub mod schema;
 mod shape;
 mod strict;
 
-pub use memo::{Memo, MemoStats};
+pub use memo::{common_prefix, common_suffix, Memo, MemoStats};
 pub use problem::{Problem, ProblemKind, Problems};
 use shape::shape;
 
