@@ -48,11 +48,12 @@ fn main() {
     let opts = Options::default();
     println!("| document | bytes | whole parse | memo, first fill | memo, 1 flag changed | memo, same bytes | JSON -> tree | tree -> canonical | SHA-256 | free tree |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let shapes: [(String, fn(u32) -> String); 4] = [
-        ("25 flags".into(), |m| document(25, m)),
-        ("250 flags".into(), |m| document(250, m)),
-        ("2,500 flags".into(), |m| document(2500, m)),
-        ("1 MB padded".into(), |m| padded(m, 1024 * 1024)),
+    type Make = fn(u32) -> String;
+    let shapes: [(&str, Make); 4] = [
+        ("25 flags", |m| document(25, m)),
+        ("250 flags", |m| document(250, m)),
+        ("2,500 flags", |m| document(2500, m)),
+        ("1 MB padded", |m| padded(m, 1024 * 1024)),
     ];
     for (name, make) in shapes {
         let rounds = if name.contains("2,500") || name.contains("MB") {

@@ -112,10 +112,7 @@ impl Cache {
     /// ends where one ended in the cached document, within the common end. From there
     /// on the bytes and the reader's state (after a member of `flags`) are those that the
     /// cached document was read with, so the rest reads the same. `None`: split whole.
-    fn resplit<'a>(
-        &self,
-        text: &'a str,
-    ) -> Option<(BTreeMap<String, &'a str>, Vec<(Name<'a>, &'a str)>)> {
+    fn resplit<'a>(&self, text: &'a str) -> Option<Split<'a>> {
         self.doc.as_ref()?;
         let open = self.flags_open?;
         let (old, new) = (self.raw.as_slice(), text.as_bytes());
@@ -162,7 +159,10 @@ impl Cache {
                     for &i in &self.order[rest..] {
                         flags.push(self.borrowed(i, text, old_tail, new_tail)?);
                     }
-                    return Some((top, flags));
+                    return Some(Split {
+                        top,
+                        flags: Some(flags),
+                    });
                 }
             }
             // The next member; the end of `flags` (or anything odd) before the two
@@ -279,16 +279,14 @@ impl Memo {
             }
         }
         let text = std::str::from_utf8(bytes).ok()?;
-        let (top, mut flags) = match self.cache.resplit(text) {
+        let Split { top, flags } = match self.cache.resplit(text) {
             Some(split) => {
                 self.stats.partial += 1;
                 split
             }
-            None => {
-                let Split { top, flags } = serde_json::from_str(text).ok()?;
-                (top, flags?)
-            }
+            None => serde_json::from_str(text).ok()?,
         };
+        let mut flags = flags?;
         // Sorted as the canonical form writes them (and as the cache holds them); a
         // repeated name is refused (see `duplicate_member`): judged whole.
         flags.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
