@@ -136,3 +136,144 @@ async fn a_bad_address_exits_64_and_a_port_in_use_exits_1() {
         "the failure is logged with the address:\n{stdout}"
     );
 }
+
+/// One HTTP/2 connection that sends SyncFlags requests and resets each at once (HEADERS
+/// then RST_STREAM CANCEL), in batches of `batch` queued before the connection writes
+/// them, as a rapid-reset client does (CVE-2023-44487), until the service ends the
+/// connection (bounded: `WAIT`). Returns the client's address and how the connection
+/// ended.
+async fn reset_burst(port: u16, batch: usize) -> (std::net::SocketAddr, Result<(), h2::Error>) {
+    use tonic::codegen::http;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let me = tcp.local_addr().unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut connection = Box::pin(connection);
+    let mut client = Some(client);
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            // Queue a batch without driving the connection, then drive it until it has
+            // written them (or ended).
+            if let Some(c) = client.as_mut() {
+                for _ in 0..batch {
+                    let request = http::Request::post(format!(
+                        "http://127.0.0.1:{port}/flagd.sync.v1.FlagSyncService/SyncFlags"
+                    ))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+                    match c.send_request(request, false) {
+                        Ok((_, mut body)) => body.send_reset(h2::Reason::CANCEL),
+                        // Closed by the service: the connection's result says how.
+                        Err(_) => {
+                            client = None;
+                            break;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                ended = &mut connection => return ended,
+                _ = tokio::task::yield_now() => {}
+            }
+        }
+    })
+    .await
+    .expect("the service did not close the resetting connection");
+    (me, ended)
+}
+
+/// The service ended the connection: GOAWAY ENHANCE_YOUR_CALM, or (when the client was
+/// still writing its burst) the socket closed under it.
+fn closed_by_the_service(ended: Result<(), h2::Error>) {
+    let e = ended.expect_err("the connection ends with an error, not cleanly");
+    let closed = e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
+        || e.get_io().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        });
+    assert!(closed, "{e:?}");
+}
+
+/// The service's rapid-reset WARN lines.
+fn reset_warnings(svc: &Service) -> Vec<String> {
+    svc.logs()
+        .lines()
+        .filter(|l| l.contains("rapid-reset guard"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rapid_reset_burst_closes_that_connection_logs_once_and_spares_the_others() {
+    let redis = RedisServer::start().unwrap();
+    redis.set("flags", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let mut bystander = svc.stream("").await.unwrap();
+    assert_eq!(
+        default_value(&bystander.next_json().await.unwrap(), "f").as_deref(),
+        Some("one")
+    );
+
+    // h2 allows 20 streams reset before the server took them: batches of 100.
+    let (first_peer, ended) = reset_burst(svc.grpc_port, 100).await;
+    closed_by_the_service(ended);
+    let lines = eventually(WAIT, "the rapid-reset WARN", || async {
+        let lines = reset_warnings(&svc);
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await
+    .unwrap();
+    let first_seen = tokio::time::Instant::now();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("WARN"), "{}", lines[0]);
+    assert!(
+        lines[0].contains(&format!("peer={first_peer}")) && lines[0].contains("connections=1"),
+        "the line names the client: {}",
+        lines[0]
+    );
+    assert!(
+        !svc.logs().contains("pending-accept streams reached limit"),
+        "h2's own per-connection WARN is kept off the log"
+    );
+
+    // A second burst within the second: closed the same way, not logged again yet...
+    let (_, ended) = reset_burst(svc.grpc_port, 100).await;
+    closed_by_the_service(ended);
+    // ...but counted: a third burst after the window (1 s from the first line, waited
+    // for as such) brings one line with both.
+    tokio::time::sleep_until(first_seen + std::time::Duration::from_millis(1100)).await;
+    assert_eq!(reset_warnings(&svc).len(), 1, "{:?}", reset_warnings(&svc));
+    let (third_peer, ended) = reset_burst(svc.grpc_port, 100).await;
+    closed_by_the_service(ended);
+    let lines = eventually(WAIT, "the second rapid-reset WARN", || async {
+        let lines = reset_warnings(&svc);
+        (lines.len() > 1).then_some(lines)
+    })
+    .await
+    .unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[1].contains(&format!("peer={third_peer}")) && lines[1].contains("connections=2"),
+        "{}",
+        lines[1]
+    );
+
+    // The other client's stream still gets changes, and new clients are served.
+    redis.set("flags", &doc("f", "two")).unwrap();
+    assert_eq!(
+        default_value(&bystander.next_json().await.unwrap(), "f").as_deref(),
+        Some("two")
+    );
+    let mut newcomer = svc.stream("").await.unwrap();
+    assert_eq!(
+        default_value(&newcomer.next_json().await.unwrap(), "f").as_deref(),
+        Some("two")
+    );
+}
