@@ -277,3 +277,52 @@ async fn a_rapid_reset_burst_closes_that_connection_logs_once_and_spares_the_oth
         Some("two")
     );
 }
+
+/// With CONFIG refused (renamed away, as on managed Redis) keyspace notifications cannot
+/// be confirmed or extended, and CLIENT TRACKING is the trigger: a flag key recreated as a
+/// list is still reported at the invalidation, not at the poll (an hour away), and the
+/// last good flags stay served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_change_is_seen_at_once_when_config_set_is_refused() {
+    let redis = RedisServer::start_with(&["--rename-command", "CONFIG", ""]).unwrap();
+    redis.set("k", &doc("f", "one")).unwrap();
+    let svc = Service::start(&redis.uri("k"), &["--redis-interval", "3600"])
+        .await
+        .unwrap();
+    let mut stream = svc.stream("").await.unwrap();
+    assert_eq!(
+        default_value(&stream.next_json().await.unwrap(), "f").as_deref(),
+        Some("one")
+    );
+    svc.readyz_until("CLIENT TRACKING as the trigger", |_, v| {
+        v["trigger"] == "tracking"
+    })
+    .await;
+
+    let _: i64 = redis.cmd(&["DEL", "k"]).unwrap();
+    let _: i64 = redis.cmd(&["LPUSH", "k", "x"]).unwrap();
+    let wanted = "the key holds a list, not a string";
+    svc.readyz_until(wanted, |_, v| {
+        v["key"]["state"] == "refused"
+            && v["key"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with(wanted))
+    })
+    .await;
+    let (code, ready) = svc.readyz().await;
+    assert_eq!(code, 200, "the last good flags are still served: {ready}");
+    assert!(
+        svc.logs()
+            .contains("flag key holds a list, not a flag document"),
+        "{}",
+        svc.logs()
+    );
+
+    // A document again: served at once.
+    let _: i64 = redis.cmd(&["DEL", "k"]).unwrap();
+    redis.set("k", &doc("f", "two")).unwrap();
+    assert_eq!(
+        default_value(&stream.next_json().await.unwrap(), "f").as_deref(),
+        Some("two")
+    );
+}
