@@ -326,3 +326,34 @@ async fn a_type_change_is_seen_at_once_when_config_set_is_refused() {
         Some("two")
     );
 }
+
+/// The binary carries jemalloc's options (.cargo/config.toml): freed pages purged after
+/// 1 s (`dirty_decay_ms`; jemalloc's default is 10 s) by background threads, so memory
+/// goes back to the system soon after a burst of large documents. Read from jemalloc's
+/// own statistics, printed at exit on request.
+#[tokio::test]
+async fn the_allocator_gives_freed_pages_back_within_a_second() {
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(binary())
+            .arg("--version")
+            .env("_RJEM_MALLOC_CONF", "stats_print:true")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "opt.dirty_decay_ms: 1000",
+        "opt.muzzy_decay_ms: 0",
+        "opt.background_thread: true",
+    ] {
+        assert!(
+            stats.contains(want),
+            "{want:?} not in jemalloc's stats:\n{stats}"
+        );
+    }
+}
