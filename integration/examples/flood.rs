@@ -89,9 +89,17 @@ async fn worker(port: u16, count: usize, source: u8) -> Result<Value> {
             let at = Instant::now();
             let n = open_now.fetch_add(1, Ordering::Relaxed) + 1;
             max_open.fetch_max(n, Ordering::Relaxed);
-            let mut buf = [0u8; 64];
-            // EOF or a reset: the service closed it. Nothing is ever written.
-            let _ = tokio::time::timeout(WORKER_DEADLINE, tcp.read(&mut buf)).await;
+            // Read (the server's SETTINGS frame comes first) until EOF or a reset: the
+            // service closed it. Nothing is ever written.
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(WORKER_DEADLINE, async {
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
             open_now.fetch_sub(1, Ordering::Relaxed);
             Ok::<(Duration, Duration), std::io::Error>((at - start, at.elapsed()))
         }));
@@ -111,11 +119,16 @@ async fn worker(port: u16, count: usize, source: u8) -> Result<Value> {
     }
     held.sort();
     let at_once = held.iter().filter(|h| **h < Duration::from_secs(1)).count();
+    // Closed by the service after the first-request limit (10 s from its accept, which
+    // may come later than the client's connect while the accept queue is long).
     let limit = held
         .iter()
-        .filter(|h| **h >= Duration::from_secs(1))
+        .filter(|h| **h >= Duration::from_secs(1) && **h < WORKER_DEADLINE)
         .copied()
         .collect::<Vec<_>>();
+    // Never closed: the kernel completed the handshake but the service never saw the
+    // connection (accept queue full: the final ACK was dropped, SYN cookies).
+    let never = held.iter().filter(|h| **h >= WORKER_DEADLINE).count();
     let secs = |d: Option<&Duration>| d.map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0);
     Ok(json!({
         "nofile": nofile,
@@ -127,8 +140,10 @@ async fn worker(port: u16, count: usize, source: u8) -> Result<Value> {
         "max_open_at_once": max_open.load(Ordering::Relaxed),
         "closed_within_1s": at_once,
         "held_1s_or_more": limit.len(),
+        "never_closed": never,
         "held_min_s": secs(limit.first()),
         "held_median_s": secs(limit.get(limit.len() / 2)),
+        "held_p99_s": secs(limit.get(limit.len() * 99 / 100)),
         "held_max_s": secs(limit.last()),
     }))
 }
@@ -280,9 +295,34 @@ async fn coordinator(per_worker: usize) -> Result<()> {
     let metrics = integration::http_get(svc.mgmt_port, "/metrics").await?.1;
     let refused: Vec<&str> = metrics
         .lines()
-        .filter(|l| l.starts_with("grpc_refused") && !l.starts_with('#'))
+        .filter(|l| l.contains("refused") && !l.starts_with('#'))
         .collect();
+    let logs = svc.logs();
+    let first_request_closes = logs
+        .lines()
+        .filter(|l| l.contains("no complete request within"))
+        .count();
+    let limit_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("connection limit reached"))
+        .collect();
+    let refused_logged: u64 = limit_lines
+        .iter()
+        .filter_map(|l| {
+            l.split("refused=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
     let result = json!({
+        "log": {
+            "closed_for_no_request": first_request_closes,
+            "limit_warn_lines": limit_lines.len(),
+            "limit_refused_counted": refused_logged,
+        },
         "budget_log_line": budget,
         "per_worker": per_worker,
         "workers": reports,
