@@ -214,13 +214,14 @@ async fn coordinator(per_worker: usize) -> Result<()> {
     redis.set("flags", &integration::doc("f", "flood"))?;
     let svc = Service::start(&redis.uri("flags"), &[]).await?;
     let pid = svc.pid();
-    let budget = svc
-        .logs()
-        .lines()
-        .find(|l| l.contains("gRPC connection budget"))
-        .unwrap_or("")
-        .to_string();
-    eprintln!("service pid {pid}: {budget}");
+    let budget = || {
+        svc.logs()
+            .lines()
+            .find(|l| l.contains("gRPC connection budget"))
+            .unwrap_or("")
+            .to_string()
+    };
+    eprintln!("service pid {pid}");
     let hz = sysconf_ticks();
 
     let mut before = Vec::new();
@@ -323,7 +324,7 @@ async fn coordinator(per_worker: usize) -> Result<()> {
             "limit_warn_lines": limit_lines.len(),
             "limit_refused_counted": refused_logged,
         },
-        "budget_log_line": budget,
+        "budget_log_line": budget(),
         "per_worker": per_worker,
         "workers": reports,
         "service": {
