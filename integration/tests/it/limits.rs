@@ -5,28 +5,40 @@
 use integration::*;
 use std::path::Path;
 
-/// Runs the service with `args` (a Redis that is never reached: the service fails before
-/// it connects) until it exits; (exit code, stderr, stdout).
-async fn start_up(args: &[&str]) -> (i32, String, String) {
+/// Runs the binary with `args` and `envs` until it exits (within `WAIT`); (exit code,
+/// stderr, stdout).
+async fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let out = tokio::time::timeout(
         WAIT,
         tokio::process::Command::new(binary())
-            .args(["--redis-uri", "redis://127.0.0.1:1/0?key=flags"])
-            .args(["--management-port", "0"])
             .args(args)
+            .envs(envs.iter().copied())
             .env_remove("REDIS_URI")
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .output(),
     )
     .await
-    .expect("the service did not exit at start-up")
+    .unwrap_or_else(|_| panic!("{args:?} still running after {WAIT:?}"))
     .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// Runs the service with `args` (a Redis that is never reached: the service fails before
+/// it connects) until it exits; (exit code, stderr, stdout).
+async fn start_up(args: &[&str]) -> (i32, String, String) {
+    let mut all = vec![
+        "--redis-uri",
+        "redis://127.0.0.1:1/0?key=flags",
+        "--management-port",
+        "0",
+    ];
+    all.extend_from_slice(args);
+    run(&all, &[]).await
 }
 
 /// A self-signed certificate for localhost and its key, as PEM files in `dir`.
@@ -333,19 +345,8 @@ async fn a_type_change_is_seen_at_once_when_config_set_is_refused() {
 /// own statistics, printed at exit on request.
 #[tokio::test]
 async fn the_allocator_gives_freed_pages_back_within_a_second() {
-    let out = tokio::time::timeout(
-        WAIT,
-        tokio::process::Command::new(binary())
-            .arg("--version")
-            .env("_RJEM_MALLOC_CONF", "stats_print:true")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let stats = String::from_utf8_lossy(&out.stderr);
+    let (code, stats, _) = run(&["--version"], &[("_RJEM_MALLOC_CONF", "stats_print:true")]).await;
+    assert_eq!(code, 0, "{stats}");
     for want in [
         "opt.dirty_decay_ms: 1000",
         "opt.muzzy_decay_ms: 0",
