@@ -12,8 +12,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+pub use fixture::{start_server, Fixture, Started};
 pub use flagd_redis_sync::wire::client;
 
+pub mod fixture;
 pub mod proxy;
 pub mod realistic;
 pub mod script;
