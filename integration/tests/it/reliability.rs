@@ -8,12 +8,7 @@ use std::time::{Duration, Instant};
 const FAST_DETECTION: [&str; 4] = ["--redis-ping-interval", "1", "--redis-timeout", "1"];
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    proc_status_kib(pid, "VmRSS:").expect("VmRSS of a running process")
 }
 
 #[tokio::test]
