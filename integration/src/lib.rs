@@ -177,7 +177,7 @@ impl RedisServer {
                 match redis::cmd("PING").query::<String>(&mut con) {
                     Ok(_) => return Ok(()),
                     // Up, but wants a password (--requirepass): that is up.
-                    Err(e) if e.to_string().contains("NOAUTH") => return Ok(()),
+                    Err(e) if e.code() == Some("NOAUTH") => return Ok(()),
                     Err(_) => {}
                 }
             }
