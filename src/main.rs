@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     };
     match &cli.command {
         Some(Command::Validate(args)) => {
-            return ExitCode::from(validate::run(&args.files, &args.documents()))
+            return ExitCode::from(validate::run(&args.files, &args.documents.options()))
         }
         Some(Command::Put(args)) => {
             return match args.request(env) {
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
             return match args.target(env) {
                 Ok(target) => ExitCode::from(doctor::run_cli(
                     &target,
-                    &args.documents(),
+                    &args.documents.options(),
                     args.redis.timeout(),
                     args.format,
                 )),

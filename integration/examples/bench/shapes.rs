@@ -64,15 +64,15 @@ async fn one(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> R
     let _: () = writer.set(KEY, doc).await?;
 
     eprintln!("bench: shapes: {}: service", shape.name);
-    let (svc, _) = Service::start(&redis, tmp, &[]).await?;
-    let mut fleet = Fleet::new(svc.grpc);
+    let (svc, _) = start_service(&redis, &[]).await?;
+    let mut fleet = Fleet::new(svc.grpc_port);
     fleet.grow(1, first).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = svc.proc.rss_kb();
+    let idle_rss = rss_kb(svc.pid());
     let service = timed(&mut fleet, &mut writer, shape, marker, rounds).await?;
-    let peak_rss = status_kb(svc.proc.pid(), "VmHWM:");
+    let peak_rss = status_kb(svc.pid(), "VmHWM:");
     fleet.close().await;
-    svc.proc.stop().await;
+    drop(svc);
 
     eprintln!("bench: shapes: {}: GET floor", shape.name);
     let floor = GetFloor::start(redis.port, tmp).await?;
