@@ -224,14 +224,9 @@ fn reset_warnings(svc: &Service) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rapid_reset_burst_closes_that_connection_logs_once_and_spares_the_others() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut bystander = svc.stream("").await.unwrap();
-    assert_eq!(
-        default_value(&bystander.next_json().await.unwrap(), "f").as_deref(),
-        Some("one")
-    );
+    let t = start_server(&doc("f", "one"), &[]).await.unwrap();
+    let (redis, svc, mut bystander) = (t.redis, t.svc, t.stream);
+    assert_eq!(default_value(&t.first, "f").as_deref(), Some("one"));
 
     // h2 allows 20 streams reset before the server took them: batches of 100.
     let (first_peer, ended) = reset_burst(svc.grpc_port, 100).await;
@@ -296,16 +291,14 @@ async fn a_rapid_reset_burst_closes_that_connection_logs_once_and_spares_the_oth
 /// last good flags stay served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_type_change_is_seen_at_once_when_config_set_is_refused() {
-    let redis = RedisServer::start_with(&["--rename-command", "CONFIG", ""]).unwrap();
-    redis.set("k", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("k"), &["--redis-interval", "3600"])
+    let t = Fixture::new(doc("f", "one"))
+        .key("k")
+        .redis_args(&["--rename-command", "CONFIG", ""])
+        .start(&["--redis-interval", "3600"])
         .await
         .unwrap();
-    let mut stream = svc.stream("").await.unwrap();
-    assert_eq!(
-        default_value(&stream.next_json().await.unwrap(), "f").as_deref(),
-        Some("one")
-    );
+    let (redis, svc, mut stream) = (t.redis, t.svc, t.stream);
+    assert_eq!(default_value(&t.first, "f").as_deref(), Some("one"));
     svc.readyz_until("CLIENT TRACKING as the trigger", |_, v| {
         v["trigger"] == "tracking"
     })
