@@ -351,3 +351,30 @@ async fn the_allocator_gives_freed_pages_back_within_a_second() {
         );
     }
 }
+
+/// `--redis-sync-socket-path` mistakes are the configuration's: a directory that does not
+/// exist, a path that is a regular file (never replaced). Exit 64, one line naming it.
+#[tokio::test]
+async fn a_bad_socket_path_exits_64_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir/sync.sock");
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, "keep me").unwrap();
+    for (path, want) in [
+        (&missing, "cannot listen on socket"),
+        (&file, "exists and is not a socket"),
+    ] {
+        let path = path.display().to_string();
+        let (code, stderr, stdout) = start_up(&[
+            "--redis-sync-port",
+            &free_port().to_string(),
+            "--redis-sync-socket-path",
+            &path,
+        ])
+        .await;
+        assert_eq!(code, 64, "{path}: stderr:\n{stderr}\nstdout:\n{stdout}");
+        let line = one_line(&stderr);
+        assert!(line.contains(&path) && line.contains(want), "{line}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
