@@ -9,10 +9,10 @@ use crate::config::Config;
 use crate::grpc::SyncService;
 use crate::hub::Hub;
 use crate::source::{OnConnect, Watcher};
+use crate::start_error::StartError;
 use crate::status::Status;
 use crate::telemetry::Telemetry;
 use crate::wire::{server, string_struct, FILE_DESCRIPTOR_SET};
-use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,11 +74,12 @@ struct Running {
 }
 
 /// Runs the service until `shutdown` resolves, then shuts down within the grace period.
+/// An error is a start-up error, classified (configuration or failure) for the exit code.
 pub async fn run(
     cfg: Config,
     telemetry: Telemetry,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     let parts = Parts::new(&cfg, telemetry);
     let _fleet_metrics = crate::fleet::metrics(
         &parts.telemetry.provider,
@@ -127,17 +128,23 @@ impl Parts {
     }
 }
 
-/// The gRPC server's TLS (certificates loaded) and the token check.
+/// The gRPC server's TLS (certificates loaded) and the token check. Every failure is a
+/// configuration error: the files are named by options (garbage PEM, a certificate and
+/// key that are not a pair, an unreadable or empty token file).
 fn load_security(
     cfg: &Config,
     parts: &Parts,
-) -> anyhow::Result<(Option<Arc<crate::tls::ServerTls>>, crate::auth::Auth)> {
+) -> Result<(Option<Arc<crate::tls::ServerTls>>, crate::auth::Auth), StartError> {
     let tls = match &cfg.tls {
-        Some(files) => Some(Arc::new(crate::tls::ServerTls::load(files)?)),
+        Some(files) => Some(Arc::new(
+            crate::tls::ServerTls::load(files).map_err(StartError::config)?,
+        )),
         None => None,
     };
     let tokens = match &cfg.auth_token_file {
-        Some(path) => Some(Arc::new(crate::auth::Tokens::load(path.clone())?)),
+        Some(path) => Some(Arc::new(
+            crate::auth::Tokens::load(path.clone()).map_err(StartError::config)?,
+        )),
         None => None,
     };
     Ok((
@@ -147,28 +154,34 @@ fn load_security(
 }
 
 impl Listeners {
-    async fn bind(cfg: &Config) -> anyhow::Result<Self> {
+    /// A bind error is classified by its kind ([`crate::start_error::io_kind`]).
+    async fn bind(cfg: &Config) -> Result<Self, StartError> {
         // Management first, gRPC last: whoever sees the gRPC port accept (a probe, a
         // test) finds the management port bound too.
         let mgmt_listener = match cfg.management_port {
             Some(port) => {
                 let addr = std::net::SocketAddr::new(cfg.grpc_addr.ip(), port);
-                Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("cannot listen for management HTTP on {addr}"))?,
-                )
+                Some(TcpListener::bind(addr).await.map_err(|e| {
+                    StartError::io(
+                        e,
+                        format!("--management-port: cannot listen for management HTTP on {addr}"),
+                    )
+                })?)
             }
             None => None,
         };
         // Port 0: gRPC on the Unix socket only (the configuration requires one then).
         let grpc_listener = match cfg.grpc_addr.port() {
             0 => None,
-            _ => Some(
-                TcpListener::bind(cfg.grpc_addr)
-                    .await
-                    .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_addr))?,
-            ),
+            _ => Some(TcpListener::bind(cfg.grpc_addr).await.map_err(|e| {
+                StartError::io(
+                    e,
+                    format!(
+                        "--redis-sync-port: cannot listen for gRPC on {}",
+                        cfg.grpc_addr
+                    ),
+                )
+            })?),
         };
         let unix_listener = match &cfg.socket_path {
             Some(path) => Some(bind_unix(path).await?),
@@ -242,7 +255,7 @@ fn start_grpc(
     (tls, auth): (Option<Arc<crate::tls::ServerTls>>, crate::auth::Auth),
     (grpc_listener, unix_listener): (Option<TcpListener>, Option<UnixListener>),
     streams_stop: &CancellationToken,
-) -> anyhow::Result<GrpcTasks> {
+) -> Result<GrpcTasks, StartError> {
     // gRPC: the sync services, health mirroring readiness, reflection.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let mut ready_rx = parts.status.ready_watch();
@@ -267,7 +280,9 @@ fn start_grpc(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .context("building the reflection service")?;
+        .map_err(|e| {
+            StartError::failure(anyhow::Error::new(e).context("building the reflection service"))
+        })?;
     let svc = SyncService::new(
         parts.hub.clone(),
         parts.status.clone(),
@@ -301,7 +316,7 @@ fn start_grpc(
             ))
     };
     let grpc_addr = match &grpc_listener {
-        Some(l) => Some(l.local_addr()?),
+        Some(l) => Some(l.local_addr().map_err(StartError::failure)?),
         None => None,
     };
     let stop = streams_stop.clone();
@@ -388,10 +403,11 @@ fn start_management(
     mgmt_listener: Option<TcpListener>,
     parts: &Parts,
     mgmt_stop: &CancellationToken,
-) -> anyhow::Result<Option<JoinHandle<std::io::Result<()>>>> {
+) -> Result<Option<JoinHandle<std::io::Result<()>>>, StartError> {
     let mgmt_task = match mgmt_listener {
         Some(listener) => {
-            info!(addr = %listener.local_addr()?, "management endpoints: /healthz /readyz /metrics /fleet /changes");
+            let addr = listener.local_addr().map_err(StartError::failure)?;
+            info!(addr = %addr, "management endpoints: /healthz /readyz /metrics /fleet /changes");
             let app = crate::http::router(crate::http::Mgmt {
                 status: parts.status.clone(),
                 hub: parts.hub.clone(),
@@ -471,29 +487,41 @@ async fn shut_down(cfg: &Config, parts: &Parts, running: Running, stops: &Stops)
 }
 
 /// Binds a Unix socket with mode 0660. A socket file left by a crashed process is
-/// replaced; one that a live process still serves is an error.
-async fn bind_unix(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+/// replaced; one that a live process still serves is an error (a failure, like a port in
+/// use); a path that is not a socket is a configuration error.
+async fn bind_unix(path: &std::path::Path) -> Result<UnixListener, StartError> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let shown = path.display();
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            anyhow::bail!(
-                "--redis-sync-socket-path {} exists and is not a socket; refusing to replace it",
-                path.display()
-            );
+            return Err(StartError::config(anyhow::anyhow!(
+                "--redis-sync-socket-path {shown} exists and is not a socket; refusing to replace it"
+            )));
         }
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!(
-                "--redis-sync-socket-path {} is in use by another process",
-                path.display()
-            );
+            return Err(StartError::failure(anyhow::anyhow!(
+                "--redis-sync-socket-path {shown} is in use by another process"
+            )));
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
-        info!(path = %path.display(), "removed a stale socket file");
+        std::fs::remove_file(path).map_err(|e| {
+            StartError::io(
+                e,
+                format!("--redis-sync-socket-path: cannot remove stale socket {shown}"),
+            )
+        })?;
+        info!(path = %shown, "removed a stale socket file");
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("cannot listen on socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("cannot set permissions on {}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(|e| {
+        StartError::io(
+            e,
+            format!("--redis-sync-socket-path: cannot listen on socket {shown}"),
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| {
+        StartError::io(
+            e,
+            format!("--redis-sync-socket-path: cannot set permissions on {shown}"),
+        )
+    })?;
     Ok(listener)
 }

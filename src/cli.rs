@@ -55,21 +55,56 @@ pub enum Command {
     Doctor(DoctorArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct ValidateArgs {
-    /// Flag document files to check (`-` reads standard input).
-    #[arg(required = true)]
-    pub files: Vec<PathBuf>,
-    /// Check the document as stored, without rewriting it into the map form.
-    #[arg(long)]
-    pub no_normalize: bool,
-    /// Refuse documents larger than this many bytes.
-    #[arg(long, default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
+/// How flag documents are judged: the options of every command that reads one (the
+/// service, `validate`, `put`, `doctor`), with the service's help text and variables. A
+/// command whose wording differs says so with `mut_arg` (see [`ValidateArgs`]); the
+/// offline tools read no variable but `REDIS_SYNC_VALIDATION`.
+#[derive(Debug, Clone, Args)]
+pub struct DocumentArgs {
+    /// Refuse flag documents larger than this many bytes; the last good document stays.
+    /// The default leaves room under the 4 MiB receive limit of gRPC clients.
+    #[arg(long, env = "REDIS_SYNC_MAX_PAYLOAD_BYTES", allow_negative_numbers = true, default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
+
+    /// Send documents as stored instead of the form every client accepts (map form of
+    /// `flags`, only the flag fields providers know).
+    #[arg(long, env = "REDIS_SYNC_NO_NORMALIZE")]
+    pub no_normalize: bool,
+
     /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
     /// variant names in rules) or basic (shape only; strict findings logged as warnings).
     #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
     pub validation: crate::flags::Validation,
+}
+
+impl DocumentArgs {
+    /// The options documents are judged by.
+    pub fn options(&self) -> Options {
+        Options {
+            max_bytes: self.max_payload_bytes,
+            normalize: !self.no_normalize,
+            validation: self.validation,
+        }
+    }
+}
+
+/// No variable for an option of an offline tool (`validate`, `put`): the service's
+/// environment is not theirs.
+const NO_ENV: Option<&str> = None;
+
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("no_normalize", |a| a.env(NO_ENV)
+        .help("Check the document as stored, without rewriting it into the map form")),
+    mut_arg("max_payload_bytes", |a| a.env(NO_ENV)
+        .help("Refuse documents larger than this many bytes")),
+)]
+pub struct ValidateArgs {
+    /// Flag document files to check (`-` reads standard input).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub documents: DocumentArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -140,20 +175,9 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_SYNC_MANAGEMENT_PORT", default_value_t = 8014)]
     pub management_port: u16,
 
-    /// Refuse flag documents larger than this many bytes; the last good document stays.
-    /// The default leaves room under the 4 MiB receive limit of gRPC clients.
-    #[arg(long, env = "REDIS_SYNC_MAX_PAYLOAD_BYTES", allow_negative_numbers = true, default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
-    pub max_payload_bytes: usize,
-
-    /// Send documents as stored instead of the form every client accepts (map form of
-    /// `flags`, only the flag fields providers know).
-    #[arg(long, env = "REDIS_SYNC_NO_NORMALIZE")]
-    pub no_normalize: bool,
-
-    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
-    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
-    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
-    pub validation: crate::flags::Validation,
+    /// `--max-payload-bytes`, `--no-normalize`, `--validation`.
+    #[command(flatten)]
+    pub documents: DocumentArgs,
 
     /// Static KEY=VALUE sent to clients as sync_context and by GetMetadata (repeatable).
     #[arg(long = "context-value", env = "REDIS_SYNC_CONTEXT_VALUES", value_delimiter = ',', value_parser = parse_key_value)]
@@ -213,17 +237,6 @@ pub struct ServeArgs {
     /// connection is detected within this plus --redis-timeout.
     #[arg(long, env = "REDIS_PING_INTERVAL", allow_negative_numbers = true, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=3600).map(|s| s as u64))]
     pub redis_ping_interval: u64,
-}
-
-impl ValidateArgs {
-    /// How the documents are judged.
-    pub fn documents(&self) -> Options {
-        Options {
-            max_bytes: self.max_payload_bytes,
-            normalize: !self.no_normalize,
-            validation: self.validation,
-        }
-    }
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -297,11 +310,7 @@ impl ServeArgs {
             auth_token_file: self.auth_token_file.clone(),
             socket_path: self.redis_sync_socket_path.clone(),
             management_port: (self.management_port != 0).then_some(self.management_port),
-            documents: crate::flags::Options {
-                max_bytes: self.max_payload_bytes,
-                normalize: !self.no_normalize,
-                validation: self.validation,
-            },
+            documents: self.documents.options(),
             context: self.context_values.clone(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             on_missing_key: self.on_missing_key,
@@ -317,6 +326,14 @@ impl ServeArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("no_normalize", |a| a.env(NO_ENV).help(
+        "Judge the document as stored, without rewriting it into the map form (as the \
+         service's --no-normalize)"
+    )),
+    mut_arg("max_payload_bytes", |a| a.env(NO_ENV)
+        .help("Refuse documents larger than this many bytes (as the service's option)")),
+)]
 pub struct PutArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -335,19 +352,9 @@ pub struct PutArgs {
     #[arg(long, value_name = "SHA256")]
     pub if_digest: Option<String>,
 
-    /// Judge the document as stored, without rewriting it into the map form (as the
-    /// service's --no-normalize).
-    #[arg(long)]
-    pub no_normalize: bool,
-
-    /// Refuse documents larger than this many bytes (as the service's option).
-    #[arg(long, default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
-    pub max_payload_bytes: usize,
-
-    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
-    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
-    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
-    pub validation: crate::flags::Validation,
+    /// `--no-normalize`, `--max-payload-bytes`, `--validation`.
+    #[command(flatten)]
+    pub documents: DocumentArgs,
 }
 
 impl PutArgs {
@@ -366,11 +373,7 @@ impl PutArgs {
             wait: self.fleet.wait,
             wait_timeout: Duration::from_secs(self.fleet.wait_timeout),
             restore: self.fleet.restore.clone(),
-            documents: Options {
-                max_bytes: self.max_payload_bytes,
-                normalize: !self.no_normalize,
-                validation: self.validation,
-            },
+            documents: self.documents.options(),
         })
     }
 }
@@ -494,24 +497,24 @@ pub struct HealthcheckArgs {
     pub timeout: u64,
 }
 
-/// `flagd-redis-sync doctor`.
+/// `flagd-redis-sync doctor`: judges the key as the service would, so it reads the
+/// service's variables.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("max_payload_bytes", |a| a
+        .help("The service's payload limit, against which the key's size is judged")),
+    mut_arg("no_normalize", |a| a
+        .help("Validate the document as stored, without rewriting it into the map form")),
+)]
 pub struct DoctorArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
     /// Report format: one line per check, or one JSON object.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
-    /// The service's payload limit, against which the key's size is judged.
-    #[arg(long, env = "REDIS_SYNC_MAX_PAYLOAD_BYTES", default_value_t = crate::flags::DEFAULT_MAX_PAYLOAD_BYTES)]
-    pub max_payload_bytes: usize,
-    /// Validate the document as stored, without rewriting it into the map form.
-    #[arg(long, env = "REDIS_SYNC_NO_NORMALIZE")]
-    pub no_normalize: bool,
-    /// How strictly documents are judged: strict (flagd's JSON schema, operators, $refs,
-    /// variant names in rules) or basic (shape only; strict findings logged as warnings).
-    #[arg(long, env = "REDIS_SYNC_VALIDATION", value_enum, default_value_t = crate::flags::Validation::Strict)]
-    pub validation: crate::flags::Validation,
+    /// `--max-payload-bytes`, `--no-normalize`, `--validation`.
+    #[command(flatten)]
+    pub documents: DocumentArgs,
 }
 
 impl DoctorArgs {
@@ -519,15 +522,6 @@ impl DoctorArgs {
     /// one checked). Errors are usage errors.
     pub fn target(&self, env: impl Fn(&str) -> Option<String>) -> Result<RedisTarget, TargetError> {
         self.redis.target(env)?.require_key()
-    }
-
-    /// How the key's document is judged.
-    pub fn documents(&self) -> Options {
-        Options {
-            max_bytes: self.max_payload_bytes,
-            normalize: !self.no_normalize,
-            validation: self.validation,
-        }
     }
 }
 

@@ -16,7 +16,7 @@
 //! - [`fleet`]: every open stream and whether it has the current flags (`/fleet`).
 //! - [`grpc`]: `flagd.sync.v1` and legacy `sync.v1` services.
 //! - [`http`], [`status`], [`telemetry`]: health, readiness, metrics, logs.
-//! - [`app`]: start-up and shutdown.
+//! - [`app`]: start-up and shutdown; [`start_error`]: why start-up failed, by class.
 //! - [`tls`], [`auth`], [`reload`]: gRPC TLS (certificates reloaded, optional client CA),
 //!   bearer tokens, files watched for changes.
 //! - [`tools`]: operator subcommands (`put`, `watch`, `healthcheck`).
@@ -52,6 +52,7 @@ pub mod reset_guard;
 pub mod selector;
 pub mod snapshot;
 pub mod source;
+pub mod start_error;
 pub mod status;
 pub mod telemetry;
 pub mod tls;

@@ -1,8 +1,10 @@
 //! The binary: parse the configuration, start logging and metrics, run, map errors to
-//! exit codes (64 for bad configuration, as sysexits' EX_USAGE; 1 for failures).
+//! exit codes (64 for bad configuration, as sysexits' EX_USAGE; 1 for failures), by the
+//! start-up error's class ([`flagd_redis_sync::start_error`]), never its message.
 
 use clap::Parser;
 use flagd_redis_sync::cli::{Cli, Command};
+use flagd_redis_sync::start_error::{StartError, StartErrorKind};
 use flagd_redis_sync::{app, doctor, telemetry, tools, validate};
 use std::process::ExitCode;
 
@@ -45,7 +47,7 @@ fn main() -> ExitCode {
     };
     match &cli.command {
         Some(Command::Validate(args)) => {
-            return ExitCode::from(validate::run(&args.files, &args.documents()))
+            return ExitCode::from(validate::run(&args.files, &args.documents.options()))
         }
         Some(Command::Put(args)) => {
             return match args.request(env) {
@@ -62,7 +64,7 @@ fn main() -> ExitCode {
             return match args.target(env) {
                 Ok(target) => ExitCode::from(doctor::run_cli(
                     &target,
-                    &args.documents(),
+                    &args.documents.options(),
                     args.redis.timeout(),
                     args.format,
                 )),
@@ -91,14 +93,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = shutdown_signal();
         // Inside the runtime: the OTLP exporters' gRPC channels need it.
-        let telemetry = match telemetry::Telemetry::new() {
-            Ok(t) => t,
-            // Before the logs are set up, stderr is the only place this can go.
-            Err(e) => {
-                eprintln!("flagd-redis-sync: {e:#}");
-                return Err(e);
-            }
-        };
+        let telemetry = telemetry::Telemetry::new().map_err(telemetry_error)?;
         let tracer = telemetry.tracer();
         telemetry::init_logs(cli.serve.redis_log_format, cli.serve.debug, tracer);
         telemetry.log_otlp();
@@ -106,11 +101,34 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // One line on stderr, like every other configuration error (those found before
+        // start-up included), so it reads the same wherever the mistake was found.
+        Err(e) if e.kind() == StartErrorKind::Configuration => {
+            eprintln!("flagd-redis-sync: {e:#}");
+            ExitCode::from(EX_USAGE)
+        }
         Err(e) => {
-            // Once, where the logs go (the log line is the only copy).
-            tracing::error!(error = format!("{e:#}"), "flagd-redis-sync failed");
+            // Once, where the logs go (the log line is the only copy); before the logs
+            // are set up (telemetry), stderr is the only place it can go.
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(error = format!("{e:#}"), "flagd-redis-sync failed");
+            } else {
+                eprintln!("flagd-redis-sync: {e:#}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The OTLP exporters cannot be built from `OTEL_EXPORTER_OTLP_*` (a bad endpoint):
+/// configuration. Anything else building the metrics pipeline: a failure.
+fn telemetry_error(e: anyhow::Error) -> StartError {
+    if e.downcast_ref::<opentelemetry_otlp::ExporterBuildError>()
+        .is_some()
+    {
+        StartError::config(e)
+    } else {
+        StartError::failure(e)
     }
 }
 

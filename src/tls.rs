@@ -76,7 +76,7 @@ pub fn server_config(
 ) -> anyhow::Result<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(cert, "--redis-sync-cert-path")?;
-    let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| {
+    let key_der = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| {
         anyhow::anyhow!(
             "--redis-sync-key-path {}: no PEM private key found ({e})",
             key.display()
@@ -103,10 +103,12 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        anyhow::anyhow!(
-            "--redis-sync-cert-path and --redis-sync-key-path do not make a usable pair: {e}"
-        )
+    let mut config = builder.with_single_cert(chain, key_der).map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "--redis-sync-cert-path {} and --redis-sync-key-path {} do not make a usable pair",
+            cert.display(),
+            key.display()
+        ))
     })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)

@@ -17,7 +17,9 @@
 use anyhow::{bail, ensure, Context, Result};
 use bytes::{Buf, BufMut};
 use flagd_redis_sync::wire::client::flagd::SyncFlagsRequest;
-use integration::{free_port, http_get, metric_value, RedisServer};
+use integration::{
+    metric_value, proc_status_kib, target_binary, workspace_root, Launch, RedisServer, Service,
+};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -68,8 +70,8 @@ fn main() -> Result<()> {
     }
     let mut opts = Opts {
         quick: false,
-        out: root().join("docs/bench"),
-        doc: Some(root().join("docs/benchmarks.md")),
+        out: workspace_root().join("docs/bench"),
+        doc: Some(workspace_root().join("docs/benchmarks.md")),
         nofile,
         only: None,
         shapes: None,
@@ -123,23 +125,11 @@ struct Opts {
     shapes: Option<(usize, Option<String>)>,
 }
 
-/// The workspace root.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
 /// The release binary (`FLAGD_REDIS_SYNC_BIN` wins).
 fn release_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("FLAGD_REDIS_SYNC_BIN") {
-        return PathBuf::from(p);
-    }
-    std::env::var("CARGO_TARGET_DIR")
+    std::env::var("FLAGD_REDIS_SYNC_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"))
-        .join("release/flagd-redis-sync")
+        .unwrap_or_else(|_| target_binary("release"))
 }
 
 /// Raises the soft open-files limit to the hard one; children inherit it.
@@ -405,8 +395,9 @@ async fn client(
 }
 
 // ---------------------------------------------------------------------------------------
-// The service and the floor server as child processes
+// The service (integration::Service) and the floor servers as child processes
 
+/// A floor server's process and the file its stderr goes to.
 struct Proc {
     child: tokio::process::Child,
     log: PathBuf,
@@ -422,88 +413,35 @@ impl Proc {
     async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+    /// What the process wrote to stderr so far.
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    proc_status_kib(pid, "VmRSS:").unwrap_or(0)
 }
 
-struct Service {
-    proc: Proc,
-    grpc: u16,
-    mgmt: u16,
+/// The release binary, started as the integration tests start it but at the service's
+/// own log level; returns once /readyz answers 200, with the time from spawn to then.
+async fn start_service(redis: &RedisServer, extra: &[&str]) -> Result<(Service, Duration)> {
+    let launch = Launch {
+        rust_log: None,
+        poll: Duration::from_millis(1),
+        ..Launch::of(release_binary())
+    };
+    let mut svc = Service::launch(&launch, &redis.uri(KEY), extra).await?;
+    let took = svc.ready_after_spawn(Duration::from_secs(20)).await?;
+    Ok((svc, took))
 }
 
-impl Service {
-    /// Spawns the release binary; returns once /readyz answers 200, and the time that took.
-    async fn start(redis: &RedisServer, tmp: &Path, extra: &[&str]) -> Result<(Self, Duration)> {
-        let (grpc, mgmt) = (free_port(), free_port());
-        let log = tmp.join(format!("service-{grpc}.log"));
-        let file = std::fs::File::create(&log)?;
-        let started = Instant::now();
-        let child = tokio::process::Command::new(release_binary())
-            .args(["--redis-uri", &redis.uri(KEY)])
-            .args(["--redis-sync-host", "127.0.0.1"])
-            .args(["--redis-sync-port", &grpc.to_string()])
-            .args(["--management-port", &mgmt.to_string()])
-            .args(extra)
-            .env_remove("REDIS_URI")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawning {}", release_binary().display()))?;
-        let mut svc = Service {
-            proc: Proc { child, log },
-            grpc,
-            mgmt,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = quick_get(mgmt, "/readyz").await {
-                return Ok((svc, started.elapsed()));
-            }
-            if let Ok(Some(status)) = svc.proc.child.try_wait() {
-                bail!(
-                    "the service exited with {status}: {}",
-                    std::fs::read_to_string(&svc.proc.log).unwrap_or_default()
-                );
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the service was not ready within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
-    async fn metrics(&self) -> String {
-        http_get(self.mgmt, "/metrics")
-            .await
-            .map(|(_, b)| b)
-            .unwrap_or_default()
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        metric_value(&self.metrics().await, name).unwrap_or(0.0)
-    }
-}
-
-/// A GET that fails fast (the harness' waits up to 10 s for a connection).
-async fn quick_get(port: u16, path: &str) -> Result<(u16, String)> {
-    match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-        Ok(_) => http_get(port, path).await,
-        Err(e) => Err(e.into()),
-    }
+/// The service's /metrics text ("" if it does not answer).
+async fn metrics(svc: &Service) -> String {
+    svc.http_get("/metrics")
+        .await
+        .map(|(_, b)| b)
+        .unwrap_or_default()
 }
 
 /// The gRPC floor server (this binary, `floor-server`), driven over stdin/stdout.
@@ -553,7 +491,7 @@ impl FloorServer {
             .stdout
             .next_line()
             .await?
-            .context("floor server gone")?;
+            .with_context(|| format!("floor server gone: {}", self.proc.log_text()))?;
         ensure!(line == "ok", "floor server: {line}");
         Ok(())
     }
@@ -866,9 +804,9 @@ async fn run(opts: Opts) -> Result<()> {
         None,
     )
     .await?;
-    report["poll_cost"] = poll_cost(&mut marker, tmp.path(), opts.quick).await?;
-    report["burst"] = burst(&mut marker, tmp.path()).await?;
-    report["startup"] = startup(&mut marker, tmp.path(), if opts.quick { 5 } else { 15 }).await?;
+    report["poll_cost"] = poll_cost(&mut marker, opts.quick).await?;
+    report["burst"] = burst(&mut marker).await?;
+    report["startup"] = startup(&mut marker, if opts.quick { 5 } else { 15 }).await?;
     report["load_after"] = json!(loadavg());
     report["duration_s"] = json!(begun.elapsed().as_secs());
     report["targets"] = targets(&report);
@@ -917,12 +855,12 @@ async fn latency_case(
     // The service.
     let first = marker.next();
     let _: () = writer.set(KEY, make_doc(first, size)).await?;
-    let (svc, _) = Service::start(&redis, tmp, &[]).await?;
+    let (svc, _) = start_service(&redis, &[]).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let base = svc.metrics().await;
-    let idle_rss = svc.proc.rss_kb();
+    let base = metrics(&svc).await;
+    let idle_rss = rss_kb(svc.pid());
     let mut ramp = vec![json!({"streams": 0, "service_rss_kb": idle_rss})];
-    let mut fleet = Fleet::new(svc.grpc);
+    let mut fleet = Fleet::new(svc.grpc_port);
     let mut current = first;
     let mut service_rows = Vec::new();
     let mut redis_conns = Vec::new();
@@ -932,7 +870,7 @@ async fn latency_case(
         fleet.grow(n, current).await?;
         let connect_s = t.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        ramp.push(json!({"streams": n, "service_rss_kb": svc.proc.rss_kb()}));
+        ramp.push(json!({"streams": n, "service_rss_kb": rss_kb(svc.pid())}));
         // The service's Redis connections: every client but the bench's writer.
         let info: String = redis::cmd("INFO")
             .arg("clients")
@@ -960,7 +898,7 @@ async fn latency_case(
         .await?;
         service_rows.push((n, rounds, all, last, first_arrivals, connect_s));
     }
-    let after = svc.metrics().await;
+    let after = metrics(&svc).await;
     let delta = |name: &str| {
         metric_value(&after, name).unwrap_or(0.0) - metric_value(&base, name).unwrap_or(0.0)
     };
@@ -974,7 +912,7 @@ async fn latency_case(
         "redis_connections": redis_conns,
     });
     fleet.close().await;
-    svc.proc.stop().await;
+    drop(svc);
 
     // The gRPC floor, same client, same N.
     let mut floor = FloorServer::start(tmp).await?;
@@ -1111,12 +1049,12 @@ async fn rounds_service(
 
 /// Redis traffic of polls of an unchanged 1 MB document (`--redis-interval 1`), from the
 /// server's own byte counters.
-async fn poll_cost(marker: &mut Marker, tmp: &Path, quick: bool) -> Result<Value> {
+async fn poll_cost(marker: &mut Marker, quick: bool) -> Result<Value> {
     eprintln!("bench: poll cost");
     let redis = RedisServer::start()?;
     let size = KB * KB;
     redis.set(KEY, &make_doc(marker.next(), size))?;
-    let (svc, _) = Service::start(&redis, tmp, &["--redis-interval", "1"]).await?;
+    let (svc, _) = start_service(&redis, &["--redis-interval", "1"]).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut con = redis.client().get_multiplexed_async_connection().await?;
     let stats = |s: &str, k: &str| -> f64 {
@@ -1146,7 +1084,7 @@ async fn poll_cost(marker: &mut Marker, tmp: &Path, quick: bool) -> Result<Value
     let dup = svc
         .metric("flagd_redis_sync_documents_duplicates_total")
         .await;
-    svc.proc.stop().await;
+    drop(svc);
     ensure!(polls > 0.0, "no polls counted");
     Ok(json!({
         "document_bytes": size,
@@ -1162,14 +1100,14 @@ async fn poll_cost(marker: &mut Marker, tmp: &Path, quick: bool) -> Result<Value
 /// 1,000 writes paced over one second, then 1,000 back-to-back (pipelined): how many
 /// pushes reach a client, whether the last one is the last document, how long after the
 /// last write it arrives.
-async fn burst(marker: &mut Marker, tmp: &Path) -> Result<Value> {
+async fn burst(marker: &mut Marker) -> Result<Value> {
     eprintln!("bench: bursts");
     let redis = RedisServer::start()?;
     let size = KB;
     let m0 = marker.next();
     redis.set(KEY, &make_doc(m0, size))?;
-    let (svc, _) = Service::start(&redis, tmp, &[]).await?;
-    let mut fleet = Fleet::new(svc.grpc);
+    let (svc, _) = start_service(&redis, &[]).await?;
+    let mut fleet = Fleet::new(svc.grpc_port);
     fleet.grow(1, m0).await?;
     let mut con = redis.client().get_multiplexed_async_connection().await?;
     let mut out = Vec::new();
@@ -1216,30 +1154,30 @@ async fn burst(marker: &mut Marker, tmp: &Path) -> Result<Value> {
         }));
     }
     fleet.close().await;
-    let rss = svc.proc.rss_kb();
-    svc.proc.stop().await;
+    let rss = rss_kb(svc.pid());
+    drop(svc);
     Ok(json!({"runs": out, "service_rss_kb_after": rss}))
 }
 
 /// Spawn to /readyz 200 with a 1 MB document already in Redis; and the idle RSS.
-async fn startup(marker: &mut Marker, tmp: &Path, runs: usize) -> Result<Value> {
+async fn startup(marker: &mut Marker, runs: usize) -> Result<Value> {
     eprintln!("bench: start-up");
     let redis = RedisServer::start()?;
     redis.set(KEY, &make_doc(marker.next(), KB * KB))?;
     let mut times = Vec::new();
     let mut rss_1mb = 0;
     for _ in 0..runs {
-        let (svc, took) = Service::start(&redis, tmp, &[]).await?;
+        let (svc, took) = start_service(&redis, &[]).await?;
         times.push(took.as_secs_f64());
         tokio::time::sleep(Duration::from_millis(500)).await;
-        rss_1mb = svc.proc.rss_kb();
-        svc.proc.stop().await;
+        rss_1mb = rss_kb(svc.pid());
+        drop(svc);
     }
     redis.set(KEY, &make_doc(marker.next(), KB))?;
-    let (svc, _) = Service::start(&redis, tmp, &[]).await?;
+    let (svc, _) = start_service(&redis, &[]).await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let rss_1kb = svc.proc.rss_kb();
-    svc.proc.stop().await;
+    let rss_1kb = rss_kb(svc.pid());
+    drop(svc);
     Ok(json!({
         "document_bytes": KB * KB,
         "spawn_to_ready": Stats::of(&times).json(),

@@ -12,8 +12,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+pub use fixture::{start_server, Fixture, Started};
 pub use flagd_redis_sync::wire::client;
 
+pub mod fixture;
 pub mod proxy;
 pub mod realistic;
 pub mod script;
@@ -175,7 +177,7 @@ impl RedisServer {
                 match redis::cmd("PING").query::<String>(&mut con) {
                     Ok(_) => return Ok(()),
                     // Up, but wants a password (--requirepass): that is up.
-                    Err(e) if e.to_string().contains("NOAUTH") => return Ok(()),
+                    Err(e) if e.code() == Some("NOAUTH") => return Ok(()),
                     Err(_) => {}
                 }
             }
@@ -246,6 +248,24 @@ impl Drop for RedisServer {
     }
 }
 
+/// The workspace root (the service's crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Where cargo puts the service binary of a build `profile` (`debug`, `release`),
+/// whether or not it is there.
+pub fn target_binary(profile: &str) -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"))
+        .join(profile)
+        .join("flagd-redis-sync")
+}
+
 /// The service binary, built once per test process if needed.
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -253,24 +273,52 @@ pub fn binary() -> PathBuf {
         if let Ok(p) = std::env::var("FLAGD_REDIS_SYNC_BIN") {
             return PathBuf::from(p);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .to_path_buf();
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             // --workspace: the feature set of the test build, so after `cargo nextest
             // run` this is a no-op rather than a rebuild of the binary.
             .args(["build", "--quiet", "--workspace", "--bins"])
-            .current_dir(&root)
+            .current_dir(workspace_root())
             .status()
             .expect("running cargo build");
         assert!(status.success(), "building flagd-redis-sync failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join("target"));
-        target.join("debug").join("flagd-redis-sync")
+        target_binary("debug")
     })
     .clone()
+}
+
+/// How [`Service`] runs the binary. [`Launch::of`] gives what the tests want.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub binary: PathBuf,
+    /// `RUST_LOG` for the child; `None` leaves it unset, so the service logs at its own
+    /// default level (the benchmark: debug logging would be measured too).
+    pub rust_log: Option<String>,
+    /// Extra environment variables (e.g. `OTEL_*`).
+    pub envs: Vec<(String, String)>,
+    /// How often the start-up waits poll (the benchmark times start-up to 1 ms).
+    pub poll: Duration,
+}
+
+impl Launch {
+    /// `binary` with debug logs (the tests read them), no extra environment, 10 ms polls.
+    pub fn of(binary: PathBuf) -> Self {
+        Launch {
+            binary,
+            rust_log: Some("info,flagd_redis_sync=debug".into()),
+            envs: Vec::new(),
+            poll: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A `kB` line of `/proc/PID/status` (`VmRSS:`, `VmHWM:`) in KiB; `None` when the process
+/// or the line is not there.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// A running `flagd-redis-sync` process, killed on drop.
@@ -279,6 +327,8 @@ pub struct Service {
     pub mgmt_port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    spawned: Instant,
+    poll: Duration,
 }
 
 impl Service {
@@ -294,9 +344,22 @@ impl Service {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> Result<Self> {
+        let launch = Launch {
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Launch::of(binary())
+        };
+        Self::launch(&launch, redis_uri, extra).await
+    }
+
+    /// [`Service::start`] as `launch` says (another binary, its own log level).
+    pub async fn launch(launch: &Launch, redis_uri: &str, extra: &[&str]) -> Result<Self> {
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start(redis_uri, extra, envs).await {
+            let ports = (free_port(), free_port());
+            match Self::try_start_on(launch, redis_uri, extra, ports).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
             }
@@ -312,9 +375,10 @@ impl Service {
         mgmt_port: u16,
         extra: &[&str],
     ) -> Result<Self> {
+        let launch = Launch::of(binary());
         let mut last = None;
         for _ in 0..5 {
-            match Self::try_start_on(redis_uri, extra, &[], (grpc_port, mgmt_port)).await {
+            match Self::try_start_on(&launch, redis_uri, extra, (grpc_port, mgmt_port)).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
             }
@@ -323,36 +387,42 @@ impl Service {
         Err(last.expect("tried"))
     }
 
-    async fn try_start(redis_uri: &str, extra: &[&str], envs: &[(&str, &str)]) -> Result<Self> {
-        Self::try_start_on(redis_uri, extra, envs, (free_port(), free_port())).await
-    }
-
     async fn try_start_on(
+        launch: &Launch,
         redis_uri: &str,
         extra: &[&str],
-        envs: &[(&str, &str)],
         (grpc_port, mgmt_port): (u16, u16),
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = std::fs::File::create(dir.path().join("service.log"))?;
-        let child = Command::new(binary())
+        let mut command = Command::new(&launch.binary);
+        command
             .args(["--redis-uri", redis_uri])
             .args(["--redis-sync-host", "127.0.0.1"])
             .args(["--redis-sync-port", &grpc_port.to_string()])
             .args(["--management-port", &mgmt_port.to_string()])
             .args(extra)
-            .env("RUST_LOG", "info,flagd_redis_sync=debug")
+            .env_remove("RUST_LOG")
             .env_remove("REDIS_URI")
-            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+            .stderr(log);
+        if let Some(level) = &launch.rust_log {
+            command.env("RUST_LOG", level);
+        }
+        // After RUST_LOG, so that a test's own RUST_LOG wins.
+        command.envs(launch.envs.iter().map(|(k, v)| (k, v)));
+        let spawned = Instant::now();
+        let child = command
+            .spawn()
+            .with_context(|| format!("spawning {}", launch.binary.display()))?;
         let mut svc = Service {
             grpc_port,
             mgmt_port,
             child: Some(child),
             dir,
+            spawned,
+            poll: launch.poll,
         };
         let deadline = Instant::now() + WAIT;
         let up = loop {
@@ -371,7 +441,7 @@ impl Service {
                     svc.logs()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(svc.poll).await;
         };
         if !up {
             bail!("flagd-redis-sync exited at start-up:\n{}", svc.logs());
@@ -473,6 +543,28 @@ impl Service {
         if let Err(e) = result {
             let last = self.readyz().await;
             panic!("{e}; last /readyz {last:?}; logs:\n{}", self.logs());
+        }
+    }
+
+    /// Waits until `/readyz` answers 200, up to `within`, polling as often as the
+    /// [`Launch`] says; returns the time from the spawn to that answer (the start-up time
+    /// the benchmark reports).
+    pub async fn ready_after_spawn(&mut self, within: Duration) -> Result<Duration> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok((200, _)) = http_get(self.mgmt_port, "/readyz").await {
+                return Ok(self.spawned.elapsed());
+            }
+            if self.exited() {
+                bail!("flagd-redis-sync exited:\n{}", self.logs());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "/readyz did not answer 200 within {within:?}:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(self.poll).await;
         }
     }
 

@@ -8,6 +8,31 @@ use redis::AsyncConnectionConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The rustls error behind a redis-rs error, found by type. redis-rs keeps the `io::Error`
+/// tokio-rustls returned as an `Arc<dyn Error>` (its `source()`), and that `io::Error`
+/// holds the rustls error as its inner error (`get_ref()`: `io::Error::source()` skips
+/// it), so the chain is walked through those two wrappers by downcasting.
+fn tls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
+    use std::error::Error;
+    let mut next = e.source();
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = if let Some(shared) = err.downcast_ref::<std::sync::Arc<dyn Error + Send + Sync>>() {
+            Some(&**shared)
+        } else if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner)
+        } else {
+            err.source()
+        };
+    }
+    None
+}
+
 /// Where pushes (keyspace messages, invalidations) of a connection go.
 pub type PushSender = tokio::sync::mpsc::UnboundedSender<redis::PushInfo>;
 
@@ -71,39 +96,45 @@ impl RedisTarget {
     }
 
     /// What usually causes a connection error, for the message (empty if nothing useful).
+    /// Judged by the error's kind and the TLS error's type, never by its text.
     pub fn connect_hint(&self, e: &redis::RedisError, timeout: Duration) -> String {
-        let text = e.to_string();
+        use rustls::{AlertDescription, CertificateError};
         let RedisAddr::Tcp { host, port, tls } = &self.addr else {
             return String::new();
         };
-        let has = |s: &str| text.contains(s);
-        if *tls {
-            if e.is_timeout() || has("InvalidContentType") || has("corrupt message") {
-                return format!(
-                    " (rediss://: no TLS answer from {host}:{port} within {timeout:?}; is it \
-                     Redis's TLS port (--tls-port)? A plain port needs redis://)"
-                );
+        if !*tls {
+            if e.is_connection_dropped() {
+                return format!(" (if {host}:{port} is Redis's TLS port, use rediss://)");
             }
-            if has("UnknownIssuer") {
-                return " (the Redis server's certificate is not signed by a CA this service \
-                         trusts: give its CA with --redis-ca-path)"
-                    .into();
-            }
-            if has("NotValidForName") || has("not valid for name") {
-                return format!(
-                    " (the Redis server's certificate does not name {host}: connect with a host \
-                     name the certificate holds)"
-                );
-            }
-            if has("CertificateRequired") || has("certificate required") {
-                return " (the Redis server requires a client certificate: give \
-                         --redis-cert-path and --redis-key-path)"
-                    .into();
-            }
-        } else if e.is_connection_dropped() || has("reset") || has("broken pipe") {
-            return format!(" (if {host}:{port} is Redis's TLS port, use rediss://)");
+            return String::new();
         }
-        String::new()
+        let failure = tls_error(e);
+        // No TLS records came back: a plain port answered, or said nothing.
+        if e.is_timeout() || matches!(failure, Some(rustls::Error::InvalidMessage(_))) {
+            return format!(
+                " (rediss://: no TLS answer from {host}:{port} within {timeout:?}; is it \
+                 Redis's TLS port (--tls-port)? A plain port needs redis://)"
+            );
+        }
+        match failure {
+            Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+                " (the Redis server's certificate is not signed by a CA this service trusts: \
+                 give its CA with --redis-ca-path)"
+                    .into()
+            }
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => format!(
+                " (the Redis server's certificate does not name {host}: connect with a host name \
+                 the certificate holds)"
+            ),
+            Some(rustls::Error::AlertReceived(AlertDescription::CertificateRequired)) => {
+                " (the Redis server requires a client certificate: give --redis-cert-path and \
+                 --redis-key-path)"
+                    .into()
+            }
+            _ => String::new(),
+        }
     }
 
     /// A redis-rs client for the target, with the CA and client certificate files read now
@@ -141,5 +172,75 @@ impl RedisTarget {
                 root_cert,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{AlertDescription, CertificateError};
+    use std::io;
+
+    /// A connection error as redis-rs makes it from what tokio-rustls returns.
+    fn tls_failure(e: rustls::Error) -> redis::RedisError {
+        io::Error::new(io::ErrorKind::InvalidData, e).into()
+    }
+
+    /// The same words in a plain I/O error: no TLS error inside.
+    fn words(text: &str) -> redis::RedisError {
+        io::Error::other(text.to_string()).into()
+    }
+
+    fn hint(uri: &str, e: &redis::RedisError) -> String {
+        RedisTarget::parse(uri)
+            .unwrap()
+            .connect_hint(e, Duration::from_secs(2))
+    }
+
+    #[test]
+    fn tls_hints_come_from_the_error_type() {
+        let tls = "rediss://h:6380/0?key=f";
+        for (e, want) in [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                "--redis-ca-path",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                "does not name h",
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+                "--redis-cert-path",
+            ),
+            (
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+                "no TLS answer from h:6380 within 2s",
+            ),
+        ] {
+            let shown = e.to_string();
+            let got = hint(tls, &tls_failure(e));
+            assert!(got.contains(want), "{shown}: {got:?}");
+            // The same text without the type behind it gets no hint.
+            assert_eq!(hint(tls, &words(&shown)), "", "{shown}");
+        }
+        let timed_out: redis::RedisError = io::Error::from(io::ErrorKind::TimedOut).into();
+        assert!(hint(tls, &timed_out).contains("no TLS answer"));
+        // Another TLS failure: nothing to add.
+        let other = tls_failure(rustls::Error::InvalidCertificate(CertificateError::Expired));
+        assert_eq!(hint(tls, &other), "");
+    }
+
+    #[test]
+    fn a_plain_connection_dropped_may_be_a_tls_port() {
+        let plain = "redis://h:6380/0?key=f";
+        let reset: redis::RedisError = io::Error::from(io::ErrorKind::ConnectionReset).into();
+        assert!(hint(plain, &reset).contains("use rediss://"));
+        assert_eq!(hint(plain, &words("connection reset by peer")), "");
+        // A TLS error on a plain connection cannot happen; no TLS hint either way.
+        let tls = tls_failure(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(hint(plain, &tls), "");
     }
 }

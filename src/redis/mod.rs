@@ -6,7 +6,8 @@
 //!   to Redis, and the target they build.
 //! - [`target`]: what a target is (address, keys and their storage, credentials, TLS
 //!   files); `Display` redacts passwords. `uri.rs` parses `--redis-uri`.
-//! - [`connect`]: connection settings and one connection with timeouts.
+//! - [`connect`]: connection settings, one connection with timeouts, and the hint after a
+//!   failed connect (by the TLS error's type).
 //! - [`topology`]: the node to use (Sentinel master, Cluster slot owner), checks that it
 //!   still is, the key's hash slot.
 //! - [`keyspace`]: the `notify-keyspace-events` letters needed, merged into the current.

@@ -80,16 +80,16 @@ async fn one(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> R
     let _: () = writer.set(KEY, doc).await?;
 
     eprintln!("bench: shapes: {}: service", shape.name);
-    let (svc, _) = Service::start(&redis, tmp, &[]).await?;
-    let mut fleet = Fleet::new(svc.grpc);
+    let (svc, _) = start_service(&redis, &[]).await?;
+    let mut fleet = Fleet::new(svc.grpc_port);
     fleet.grow(1, first).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = svc.proc.rss_kb();
+    let idle_rss = rss_kb(svc.pid());
     let (service, _) = timed(&mut fleet, &mut writer, shape, marker, rounds, 1).await?;
-    let peak_rss = status_kb(svc.proc.pid(), "VmHWM:");
+    let peak_rss = status_kb(svc.pid(), "VmHWM:");
     let unchanged = unchanged(&svc, &mut writer, shape, marker).await?;
     fleet.close().await;
-    svc.proc.stop().await;
+    drop(svc);
 
     eprintln!("bench: shapes: {}: GET floor", shape.name);
     let floor = GetFloor::start(redis.port, tmp).await?;
@@ -124,12 +124,12 @@ async fn wide(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> 
     let _: () = writer.set(KEY, (shape.make)(first)).await?;
 
     eprintln!("bench: shapes: {} at N = {WIDE_N}: service", shape.name);
-    let (svc, _) = Service::start(&redis, tmp, &[]).await?;
-    let mut fleet = Fleet::new(svc.grpc);
+    let (svc, _) = start_service(&redis, &[]).await?;
+    let mut fleet = Fleet::new(svc.grpc_port);
     fleet.grow(WIDE_N, first).await?;
     let (_, service) = timed(&mut fleet, &mut writer, shape, marker, rounds, WIDE_N).await?;
     fleet.close().await;
-    svc.proc.stop().await;
+    drop(svc);
 
     eprintln!("bench: shapes: {} at N = {WIDE_N}: GET floor", shape.name);
     let floor = GetFloor::start(redis.port, tmp).await?;
@@ -161,15 +161,21 @@ async fn unchanged(
 ) -> Result<Value> {
     let doc = (shape.make)(marker.0);
     let reordered = reverse_flags(&doc)?;
-    let before = svc.metrics().await;
+    let metrics = || async {
+        svc.http_get("/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    let before = metrics().await;
     for text in [&doc, &reordered] {
         for _ in 0..UNCHANGED_WRITES {
             // One write at a time, each read and found unchanged before the next.
             let dups = |m: &str| metric_sum(m, "flagd_redis_sync_documents_duplicates_total");
-            let want = dups(&svc.metrics().await) + 1.0;
+            let want = dups(&metrics().await) + 1.0;
             let _: () = writer.set(KEY, text.as_str()).await?;
             let deadline = Instant::now() + Duration::from_secs(10);
-            while dups(&svc.metrics().await) < want {
+            while dups(&metrics().await) < want {
                 ensure!(
                     Instant::now() < deadline,
                     "the service did not report an unchanged write as such within 10 s"
@@ -178,7 +184,7 @@ async fn unchanged(
             }
         }
     }
-    let after = svc.metrics().await;
+    let after = metrics().await;
     let delta = |scope: &str| {
         let name = format!("flagd_redis_sync_validations_total{{scope=\"{scope}\"}}");
         metric_sum(&after, &name) - metric_sum(&before, &name)

@@ -15,21 +15,14 @@ async fn await_key_state(svc: &Service, want: &str) {
 
 #[tokio::test]
 async fn initial_document_is_the_first_message() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    assert_eq!(
-        default_value(&s.next_json().await.unwrap(), "f").as_deref(),
-        Some("one")
-    );
+    let t = start_server(&doc("f", "one"), &[]).await.unwrap();
+    assert_eq!(default_value(&t.first, "f").as_deref(), Some("one"));
 }
 
 #[tokio::test]
 async fn a_set_reaches_fifty_concurrent_streams() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let fixture = Fixture::new(doc("f", "one"));
+    let (redis, svc) = fixture.start_service(&[]).await.unwrap();
     let mut streams = Vec::new();
     for _ in 0..50 {
         let mut s = svc.stream("").await.unwrap();
@@ -50,11 +43,8 @@ async fn a_set_reaches_fifty_concurrent_streams() {
 
 #[tokio::test]
 async fn identical_content_pushes_nothing() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    s.next().await.unwrap();
+    let t = start_server(&doc("f", "one"), &[]).await.unwrap();
+    let (redis, svc, mut s) = (t.redis, t.svc, t.stream);
     // The same content, re-serialised differently: a new SET, the same document.
     let reordered = r#"{ "flags": { "f": { "defaultVariant": "v", "variants": { "other": "x", "v": "one" }, "state": "ENABLED" } } }"#;
     let before = svc.metric("flagd_redis_sync_notifications_total").await;
@@ -75,11 +65,8 @@ async fn identical_content_pushes_nothing() {
 
 #[tokio::test]
 async fn an_invalid_document_is_refused_and_the_last_good_one_stays() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "good")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    s.next().await.unwrap();
+    let t = start_server(&doc("f", "good"), &[]).await.unwrap();
+    let (redis, svc, mut s) = (t.redis, t.svc, t.stream);
     redis
         .set(
             "flags",
@@ -147,14 +134,11 @@ async fn a_vanished_key_keeps_the_last_good_document() {
 
 #[tokio::test]
 async fn notifications_off_are_switched_on_without_dropping_letters() {
-    let redis = RedisServer::start_with(&["--notify-keyspace-events", "El"]).unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
+    let fixture = Fixture::new(doc("f", "one")).redis_args(&["--notify-keyspace-events", "El"]);
     // A long poll: only a notification can deliver the change in time.
-    let svc = Service::start(&redis.uri("flags"), &["--redis-interval", "3600"])
-        .await
-        .unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    s.next().await.unwrap();
+    let t = fixture.start(&["--redis-interval", "3600"]).await.unwrap();
+    // The service stays in `t`, alive.
+    let (redis, mut s) = (t.redis, t.stream);
     let flags: Vec<String> = redis
         .cmd(&["CONFIG", "GET", "notify-keyspace-events"])
         .unwrap();
@@ -212,13 +196,9 @@ async fn with_config_and_tracking_refused_the_poll_still_converges() {
 /// at once; the poll is an hour, so anything within the test's wait is not the poll.
 #[tokio::test]
 async fn without_config_tracking_pushes_changes_at_once() {
-    let mut redis = RedisServer::start_with(&["--rename-command", "CONFIG", ""]).unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &["--redis-interval", "3600"])
-        .await
-        .unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    s.next().await.unwrap();
+    let fixture = Fixture::new(doc("f", "one")).redis_args(&["--rename-command", "CONFIG", ""]);
+    let started = fixture.start(&["--redis-interval", "3600"]).await.unwrap();
+    let (mut redis, svc, mut s) = (started.redis, started.svc, started.stream);
     let (_, ready) = svc.http_get("/readyz").await.unwrap();
     assert!(ready.contains(r#""trigger":"tracking""#), "{ready}");
     let t = std::time::Instant::now();
@@ -244,11 +224,8 @@ async fn without_config_tracking_pushes_changes_at_once() {
 
 #[tokio::test]
 async fn after_redis_is_killed_and_restarted_changes_still_arrive() {
-    let mut redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    s.next().await.unwrap();
+    let t = start_server(&doc("f", "one"), &[]).await.unwrap();
+    let (mut redis, svc, mut s) = (t.redis, t.svc, t.stream);
     let reconnects = svc.metric("flagd_redis_sync_redis_reconnects_total").await;
     redis.kill9();
     eventually(WAIT, "redis reported down", || async {
@@ -274,9 +251,9 @@ async fn after_redis_is_killed_and_restarted_changes_still_arrive() {
 
 #[tokio::test]
 async fn sigterm_ends_streams_with_unavailable_and_exits() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let mut svc = Service::start(&redis.uri("flags"), &["--shutdown-grace", "5"])
+    let fixture = Fixture::new(doc("f", "one"));
+    let (_redis, mut svc) = fixture
+        .start_service(&["--shutdown-grace", "5"])
         .await
         .unwrap();
     let mut streams = Vec::new();

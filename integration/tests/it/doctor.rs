@@ -602,11 +602,13 @@ fn finding_metric(check: &str, level: &str) -> String {
 
 #[tokio::test]
 async fn the_service_reports_findings_at_start_up_and_after_each_reconnect() {
-    let redis =
-        RedisServer::start_with(&["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"])
-            .unwrap();
-    redis.set("flags", &doc("f", "on")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let fixture = Fixture::new(doc("f", "on")).redis_args(&[
+        "--maxmemory",
+        "100mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ]);
+    let (redis, svc) = fixture.start_service(&[]).await.unwrap();
     svc.wait_ready().await.unwrap();
     svc.readyz_until("findings in /readyz", |_, v| {
         v["findings"].as_array().is_some_and(|f| {
@@ -846,13 +848,10 @@ async fn every_metric_the_dashboard_and_alerts_query_exists_in_metrics() {
 
     // Make the service observe everything once: a document, a stream, a change by
     // notification, a duplicate, a refusal, a poll, a reconnect, the doctor.
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &["--redis-interval", "1"])
+    let t = start_server(&doc("f", "one"), &["--redis-interval", "1"])
         .await
         .unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    s.next().await.unwrap();
+    let (redis, svc, mut s) = (t.redis, t.svc, t.stream);
     redis.set("flags", &doc("f", "two")).unwrap();
     assert_eq!(
         default_value(&s.next_json().await.unwrap(), "f").as_deref(),

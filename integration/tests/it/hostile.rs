@@ -90,9 +90,9 @@ async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> Du
 async fn silent_connections_are_closed_and_the_budget_keeps_the_management_port_answering() {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "1")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &["--max-connections", "3"])
+    let fixture = Fixture::new(doc("f", "1"));
+    let (_redis, svc) = fixture
+        .start_service(&["--max-connections", "3"])
         .await
         .unwrap();
     svc.wait_ready().await.unwrap();
@@ -231,11 +231,8 @@ async fn every_file_read_is_bounded_and_regular_files_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_unknown_sources_and_forged_log_lines() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "1")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut all = svc.stream("").await.unwrap();
-    all.next_json().await.unwrap();
+    let t = start_server(&doc("f", "1"), &[]).await.unwrap();
+    let (redis, svc, mut all) = (t.redis, t.svc, t.stream);
 
     // The same flag twice, under a name holding a newline: refused with a pointer, and
     // the console log line cannot be split in two.
@@ -314,13 +311,9 @@ async fn range_checks_say_what_is_allowed() {
 /// flags kept; its return as a document is logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_recreated_as_another_type_is_seen_at_once_and_named() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("k", &doc("first", "1")).unwrap();
-    let svc = Service::start(&redis.uri("k"), &["--redis-interval", "3600"])
-        .await
-        .unwrap();
-    let mut stream = svc.stream("").await.unwrap();
-    let first = stream.next_json().await.unwrap();
+    let fixture = Fixture::new(doc("first", "1")).key("k");
+    let t = fixture.start(&["--redis-interval", "3600"]).await.unwrap();
+    let (redis, svc, mut stream, first) = (t.redis, t.svc, t.stream, t.first);
     assert!(first["flags"]["first"].is_object(), "{first}");
     // One source: `key` is its state.
     let source = |v: &Value| Some(v["key"].clone()).filter(|k| k.is_object());

@@ -10,6 +10,7 @@ mod doctor;
 mod fleet;
 mod grpc_requests;
 mod hostile;
+mod limits;
 mod observability;
 mod otlp;
 mod protocol;

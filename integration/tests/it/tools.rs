@@ -81,11 +81,8 @@ fn closed_port() -> String {
 
 #[tokio::test]
 async fn put_stores_a_valid_document_and_the_service_pushes_it() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    s.next().await.unwrap();
+    let t = start_server(&doc("f", "one"), &[]).await.unwrap();
+    let (redis, svc, mut s) = (t.redis, t.svc, t.stream);
 
     let dir = tempfile::tempdir().unwrap();
     let text = doc("f", "two");
@@ -238,11 +235,8 @@ async fn put_needs_no_config_rights() {
 
 #[tokio::test]
 async fn put_if_digest_is_a_compare_and_set() {
-    let redis = RedisServer::start().unwrap();
-    let svc = {
-        redis.set("flags", &doc("f", "one")).unwrap();
-        Service::start(&redis.uri("flags"), &[]).await.unwrap()
-    };
+    let fixture = Fixture::new(doc("f", "one"));
+    let (redis, svc) = fixture.start_service(&[]).await.unwrap();
     svc.wait_ready().await.unwrap();
     let current = served_digest(&svc).await;
     let dir = tempfile::tempdir().unwrap();
@@ -291,9 +285,8 @@ async fn put_if_digest_is_a_compare_and_set() {
 
 #[tokio::test]
 async fn watch_prints_a_line_per_document_and_exits_after_count() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let fixture = Fixture::new(doc("f", "one"));
+    let (redis, svc) = fixture.start_service(&[]).await.unwrap();
     svc.wait_ready().await.unwrap();
     let first_digest = served_digest(&svc).await;
     let target = format!("127.0.0.1:{}", svc.grpc_port);
@@ -338,14 +331,10 @@ async fn watch_prints_a_line_per_document_and_exits_after_count() {
 
 #[tokio::test]
 async fn watch_json_and_selector() {
-    let redis = RedisServer::start().unwrap();
-    redis
-        .set(
-            "flags",
-            r#"{"flags":{"a":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on","metadata":{"flagSetId":"s1"}},"b":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}}}"#,
-        )
-        .unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let fixture = Fixture::new(
+        r#"{"flags":{"a":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on","metadata":{"flagSetId":"s1"}},"b":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}}}"#,
+    );
+    let (_redis, svc) = fixture.start_service(&[]).await.unwrap();
     let target = format!("http://127.0.0.1:{}", svc.grpc_port);
     let out = run(&[
         "watch",
@@ -395,9 +384,8 @@ async fn watch_bad_input_and_a_stream_that_ends() {
     assert_eq!(out.code, 64, "{}", out.all());
     assert!(out.stderr.contains("TARGET"), "{}", out.stderr);
 
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let mut svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let fixture = Fixture::new(doc("f", "one"));
+    let (_redis, mut svc) = fixture.start_service(&[]).await.unwrap();
     let target = format!("127.0.0.1:{}", svc.grpc_port);
     // A selector the server refuses: INVALID_ARGUMENT, printed, exit 1.
     let out = run(&["watch", &target, "--selector", "colour=blue"]).await;
@@ -430,9 +418,8 @@ async fn watch_bad_input_and_a_stream_that_ends() {
 
 #[tokio::test]
 async fn healthcheck_is_0_when_ready_and_1_otherwise() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("f", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
+    let fixture = Fixture::new(doc("f", "one"));
+    let (_redis, svc) = fixture.start_service(&[]).await.unwrap();
     svc.wait_ready().await.unwrap();
     let port = svc.mgmt_port.to_string();
     let out = run(&["healthcheck", "--port", &port]).await;

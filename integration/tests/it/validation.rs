@@ -10,11 +10,8 @@ const TYPO: &str = r#"{"flags":{"f":{"state":"ENABLED","variants":{"on":true,"of
 
 #[tokio::test]
 async fn a_document_with_a_bad_rule_is_refused_and_streams_keep_the_last_good_flags() {
-    let redis = RedisServer::start().unwrap();
-    redis.set("flags", &doc("good", "one")).unwrap();
-    let svc = Service::start(&redis.uri("flags"), &[]).await.unwrap();
-    let mut s = svc.stream("").await.unwrap();
-    let first = s.next_json().await.unwrap();
+    let t = start_server(&doc("good", "one"), &[]).await.unwrap();
+    let (redis, svc, mut s, first) = (t.redis, t.svc, t.stream, t.first);
     assert_eq!(default_value(&first, "good").as_deref(), Some("one"));
 
     redis.set("flags", TYPO).unwrap();
