@@ -48,6 +48,13 @@ const WIDE_ROUNDS: usize = 20;
 /// Writes that change nothing, of each kind, after the timed changes.
 const UNCHANGED_WRITES: usize = 5;
 
+/// What the timed phases write with: the connection, the shape and the marker sequence.
+struct Writes<'a> {
+    writer: redis::aio::MultiplexedConnection,
+    shape: &'a Shape,
+    marker: &'a mut Marker,
+}
+
 /// Every shape (or those whose name contains `only`), `rounds` changes each; then the
 /// wide comparison (when the 250-flag shape is among them). Rows of the wide comparison
 /// carry `"n"`.
@@ -85,21 +92,19 @@ async fn one(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> R
     fleet.grow(1, first).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_kb(svc.pid());
-    let (service, _) = timed(&mut fleet, &mut writer, shape, marker, rounds, 1).await?;
+    let mut w = Writes {
+        writer,
+        shape,
+        marker,
+    };
+    let (service, _) = timed(&mut fleet, &mut w, rounds, 1).await?;
     let peak_rss = status_kb(svc.pid(), "VmHWM:");
-    let unchanged = unchanged(&svc, &mut writer, shape, marker).await?;
+    let unchanged = unchanged(&svc, &mut w).await?;
     fleet.close().await;
     drop(svc);
 
     eprintln!("bench: shapes: {}: GET floor", shape.name);
-    let floor = GetFloor::start(redis.port, tmp).await?;
-    let mut fleet = Fleet::new(floor.port);
-    let current = marker.next();
-    let _: () = writer.set(KEY, (shape.make)(current)).await?;
-    fleet.grow_any(1).await?;
-    let (get_floor, _) = timed(&mut fleet, &mut writer, shape, marker, rounds, 1).await?;
-    fleet.close().await;
-    floor.proc.stop().await;
+    let (get_floor, _) = floor_timed(&redis, tmp, &mut w, rounds, 1).await?;
 
     Ok(json!({
         "shape": shape.name,
@@ -127,18 +132,17 @@ async fn wide(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> 
     let (svc, _) = start_service(&redis, &[]).await?;
     let mut fleet = Fleet::new(svc.grpc_port);
     fleet.grow(WIDE_N, first).await?;
-    let (_, service) = timed(&mut fleet, &mut writer, shape, marker, rounds, WIDE_N).await?;
+    let mut w = Writes {
+        writer,
+        shape,
+        marker,
+    };
+    let (_, service) = timed(&mut fleet, &mut w, rounds, WIDE_N).await?;
     fleet.close().await;
     drop(svc);
 
     eprintln!("bench: shapes: {} at N = {WIDE_N}: GET floor", shape.name);
-    let floor = GetFloor::start(redis.port, tmp).await?;
-    let mut fleet = Fleet::new(floor.port);
-    let _: () = writer.set(KEY, (shape.make)(marker.next())).await?;
-    fleet.grow_any(WIDE_N).await?;
-    let (_, get_floor) = timed(&mut fleet, &mut writer, shape, marker, rounds, WIDE_N).await?;
-    fleet.close().await;
-    floor.proc.stop().await;
+    let (_, get_floor) = floor_timed(&redis, tmp, &mut w, rounds, WIDE_N).await?;
 
     Ok(json!({
         "shape": shape.name,
@@ -150,16 +154,30 @@ async fn wide(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> 
     }))
 }
 
+/// The GET floor on `redis` with `n` clients: [`timed`] over `rounds` changes.
+async fn floor_timed(
+    redis: &RedisServer,
+    tmp: &Path,
+    w: &mut Writes<'_>,
+    rounds: usize,
+    n: usize,
+) -> Result<(Stats, Stats)> {
+    let floor = GetFloor::start(redis.port, tmp).await?;
+    let mut fleet = Fleet::new(floor.port);
+    let doc = (w.shape.make)(w.marker.next());
+    let _: () = w.writer.set(KEY, doc).await?;
+    fleet.grow_any(n).await?;
+    let got = timed(&mut fleet, w, rounds, n).await?;
+    fleet.close().await;
+    floor.proc.stop().await;
+    Ok(got)
+}
+
 /// Writes that change nothing: the current document's bytes again, then its flags in
 /// another order, [`UNCHANGED_WRITES`] of each; waits until the service has read every
 /// one (its duplicates counter), and returns the validations they cost (by scope).
-async fn unchanged(
-    svc: &Service,
-    writer: &mut redis::aio::MultiplexedConnection,
-    shape: &Shape,
-    marker: &mut Marker,
-) -> Result<Value> {
-    let doc = (shape.make)(marker.0);
+async fn unchanged(svc: &Service, w: &mut Writes<'_>) -> Result<Value> {
+    let doc = (w.shape.make)(w.marker.0);
     let reordered = reverse_flags(&doc)?;
     let metrics = || async {
         svc.http_get("/metrics")
@@ -173,7 +191,7 @@ async fn unchanged(
             // One write at a time, each read and found unchanged before the next.
             let dups = |m: &str| metric_sum(m, "flagd_redis_sync_documents_duplicates_total");
             let want = dups(&metrics().await) + 1.0;
-            let _: () = writer.set(KEY, text.as_str()).await?;
+            let _: () = w.writer.set(KEY, text.as_str()).await?;
             let deadline = Instant::now() + Duration::from_secs(10);
             while dups(&metrics().await) < want {
                 ensure!(
@@ -250,20 +268,18 @@ fn ratio(a: f64, b: f64) -> f64 {
 /// every arrival, and the last client's per change.
 async fn timed(
     fleet: &mut Fleet,
-    writer: &mut redis::aio::MultiplexedConnection,
-    shape: &Shape,
-    marker: &mut Marker,
+    w: &mut Writes<'_>,
     rounds: usize,
     n: usize,
 ) -> Result<(Stats, Stats)> {
     let mut all = Vec::with_capacity(rounds * n);
     let mut last = Vec::with_capacity(rounds);
     for i in 0..rounds + 2 {
-        let m = marker.next();
-        let doc = (shape.make)(m);
+        let m = w.marker.next();
+        let doc = (w.shape.make)(m);
         tokio::time::sleep(gap(n, doc.len())).await;
         let t0 = Instant::now();
-        let _: () = writer.set(KEY, doc).await?;
+        let _: () = w.writer.set(KEY, doc).await?;
         let got = fleet.collect(m, n, t0).await?;
         if i >= 2 {
             last.push(got.iter().copied().fold(0.0, f64::max));
