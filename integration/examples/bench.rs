@@ -1366,6 +1366,9 @@ fn targets(r: &Value) -> Value {
         format!("median {st:.1} ms, max {stmax:.1} ms"),
         Some(stmax < 100.0),
     );
+    for (name, measured, met) in shapes::targets(&r["shapes"]) {
+        add(&name, measured, Some(met));
+    }
     Value::Array(t)
 }
 

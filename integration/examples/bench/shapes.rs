@@ -431,3 +431,80 @@ pub fn markdown(rows: &Value) -> String {
     }
     s
 }
+
+/// Issue 14's targets, from the rows of [`run`], for the generated targets table:
+/// (target, what was measured, met).
+pub fn targets(rows: &Value) -> Vec<(String, String, bool)> {
+    let rows: Vec<&Value> = rows.as_array().into_iter().flatten().collect();
+    let narrow = |name: &str| rows.iter().find(|r| r["shape"] == name && r["n"].is_null());
+    let p50 = |v: &Value| fmt_ms(v["p50_ms"].as_f64().unwrap_or(0.0) / 1e3);
+    let mut t = Vec::new();
+    for (name, within) in [
+        ("1 KB padded", 1.1),
+        ("realistic, 250 flags", 1.3),
+        ("realistic, 2,500 flags", 1.5),
+    ] {
+        if let Some(r) = narrow(name) {
+            let ratio = r["p50_over_floor"].as_f64().unwrap_or(f64::MAX);
+            t.push((
+                format!("{name}, N = 1: SET -> client p50 within {within}x of the GET floor"),
+                format!(
+                    "{ratio:.2}x ({} vs {})",
+                    p50(&r["service"]),
+                    p50(&r["get_floor"])
+                ),
+                ratio <= within,
+            ));
+        }
+    }
+    if let Some(r) = rows.iter().find(|r| !r["n"].is_null()) {
+        let ratio = r["p99_over_floor"].as_f64().unwrap_or(f64::MAX);
+        let p99 = |v: &Value| fmt_ms(v["p99_ms"].as_f64().unwrap_or(0.0) / 1e3);
+        t.push((
+            format!(
+                "{}, N = {}: last-client p99 no worse than the GET floor",
+                r["shape"].as_str().unwrap_or(""),
+                r["n"]
+            ),
+            format!(
+                "{ratio:.2}x ({} vs {})",
+                p99(&r["service_last"]),
+                p99(&r["get_floor_last"])
+            ),
+            ratio <= 1.0,
+        ));
+    }
+    if let Some(r) = narrow("realistic, 2,500 flags") {
+        let mb = |k: &str| r[k].as_f64().unwrap_or(f64::MAX) / 1024.0;
+        t.push((
+            "Idle RSS with the 1 MB realistic document loaded under 25 MB (peak reported)".into(),
+            format!(
+                "{:.1} MB idle, {:.1} MB peak",
+                mb("service_idle_rss_kb"),
+                mb("service_peak_rss_kb")
+            ),
+            mb("service_idle_rss_kb") < 25.0,
+        ));
+    }
+    let unchanged: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["n"].is_null())
+        .map(|r| &r["unchanged_writes"])
+        .collect();
+    if !unchanged.is_empty() {
+        let validations: f64 = unchanged
+            .iter()
+            .map(|u| {
+                u["flags_validated"].as_f64().unwrap_or(f64::MAX)
+                    + u["documents_validated"].as_f64().unwrap_or(f64::MAX)
+            })
+            .sum();
+        let writes: u64 = unchanged.iter().filter_map(|u| u["writes"].as_u64()).sum();
+        t.push((
+            "A write that changes nothing (same bytes, flags reordered) validates nothing".into(),
+            format!("{validations} validations for {writes} such writes over every shape"),
+            validations == 0.0,
+        ));
+    }
+    t
+}
