@@ -159,21 +159,8 @@ async fn silent_connections_are_closed_and_the_budget_keeps_the_management_port_
 /// Runs the binary; (exit code, stderr + stdout, how long it took). Killed after 10 s.
 async fn run_bounded(args: &[&str]) -> (i32, String, Duration) {
     let start = std::time::Instant::now();
-    let out = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::process::Command::new(binary())
-            .args(args)
-            .env_remove("REDIS_URI")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{args:?} still running after 10 s"))
-    .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.code().unwrap_or(-1), text, start.elapsed())
+    let out = crate::tools::run(args).await;
+    (out.code, out.stderr + &out.stdout, start.elapsed())
 }
 
 #[tokio::test]

@@ -8,24 +8,8 @@ use std::path::Path;
 /// Runs the binary with `args` and `envs` until it exits (within `WAIT`); (exit code,
 /// stderr, stdout).
 async fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
-    let out = tokio::time::timeout(
-        WAIT,
-        tokio::process::Command::new(binary())
-            .args(args)
-            .envs(envs.iter().copied())
-            .env_remove("REDIS_URI")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{args:?} still running after {WAIT:?}"))
-    .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let out = crate::tools::run_with(args, None, envs).await;
+    (out.code, out.stderr, out.stdout)
 }
 
 /// Runs the service with `args` (a Redis that is never reached: the service fails before

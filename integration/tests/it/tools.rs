@@ -31,7 +31,14 @@ fn command(args: &[&str]) -> tokio::process::Command {
 }
 
 async fn run_with_stdin(args: &[&str], stdin: Option<&str>) -> Out {
+    run_with(args, stdin, &[]).await
+}
+
+/// Runs the binary with `args`, `stdin` piped in when given and `envs` set, under a
+/// deadline.
+pub(crate) async fn run_with(args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Out {
     let mut c = command(args);
+    c.envs(envs.iter().copied());
     if stdin.is_some() {
         c.stdin(Stdio::piped());
     }
