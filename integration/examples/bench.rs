@@ -423,6 +423,23 @@ fn rss_kb(pid: u32) -> u64 {
     proc_status_kib(pid, "VmRSS:").unwrap_or(0)
 }
 
+/// Idle RSS: `pid`'s RSS once it has stopped moving (the same for 1.5 s; the allocator
+/// hands freed pages back 1 s after the last change, docs/decisions.md), or after 10 s.
+/// (VmRSS, RssAnon) in KiB.
+async fn settled_rss_kb(pid: u32) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = (rss_kb(pid), Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = rss_kb(pid);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_millis(1500) || Instant::now() > deadline {
+            return (now, proc_status_kib(pid, "RssAnon:").unwrap_or(0));
+        }
+    }
+}
+
 /// The release binary, started as the integration tests start it but at the service's
 /// own log level; returns once /readyz answers 200, with the time from spawn to then.
 async fn start_service(redis: &RedisServer, extra: &[&str]) -> Result<(Service, Duration)> {
@@ -1166,17 +1183,17 @@ async fn startup(marker: &mut Marker, runs: usize) -> Result<Value> {
     redis.set(KEY, &make_doc(marker.next(), KB * KB))?;
     let mut times = Vec::new();
     let mut rss_1mb = 0;
-    for _ in 0..runs {
+    for run in 0..runs {
         let (svc, took) = start_service(&redis, &[]).await?;
         times.push(took.as_secs_f64());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        rss_1mb = rss_kb(svc.pid());
+        if run + 1 == runs {
+            rss_1mb = settled_rss_kb(svc.pid()).await.0;
+        }
         drop(svc);
     }
     redis.set(KEY, &make_doc(marker.next(), KB))?;
     let (svc, _) = start_service(&redis, &[]).await?;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let rss_1kb = rss_kb(svc.pid());
+    let rss_1kb = settled_rss_kb(svc.pid()).await.0;
     drop(svc);
     Ok(json!({
         "document_bytes": KB * KB,

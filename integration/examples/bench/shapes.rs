@@ -90,11 +90,9 @@ async fn one(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> R
     let (svc, _) = start_service(&redis, &[]).await?;
     let mut fleet = Fleet::new(svc.grpc_port);
     fleet.grow(1, first).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = rss_kb(svc.pid());
-    // The part of it that is the service's own memory (the rest is the binary's code and
-    // the shared libraries, mapped from the page cache).
-    let idle_anon = proc_status_kib(svc.pid(), "RssAnon:").unwrap_or(0);
+    // With the anonymous part: the service's own memory (the rest is the binary's code
+    // and the shared libraries, mapped from the page cache).
+    let (idle_rss, idle_anon) = settled_rss_kb(svc.pid()).await;
     let mut w = Writes {
         writer,
         shape,
