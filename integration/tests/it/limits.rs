@@ -25,6 +25,19 @@ async fn start_up(args: &[&str]) -> (i32, String, String) {
     run(&all, &[]).await
 }
 
+/// [`start_up`] with gRPC TLS from `cert` and `key` on `port`.
+async fn start_up_tls(port: &str, cert: &str, key: &str) -> (i32, String, String) {
+    start_up(&[
+        "--redis-sync-port",
+        port,
+        "--redis-sync-cert-path",
+        cert,
+        "--redis-sync-key-path",
+        key,
+    ])
+    .await
+}
+
 /// A self-signed certificate for localhost and its key, as PEM files in `dir`.
 fn self_signed(dir: &Path, name: &str) -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
@@ -58,30 +71,15 @@ async fn a_garbage_certificate_exits_64_naming_the_path() {
     std::fs::write(&garbage, "this is not a certificate\n").unwrap();
     let garbage = garbage.display().to_string();
     let port = free_port().to_string();
-    let (code, stderr, stdout) = start_up(&[
-        "--redis-sync-port",
-        &port,
-        "--redis-sync-cert-path",
-        &garbage,
-        "--redis-sync-key-path",
-        &key,
-    ])
-    .await;
+    let (code, stderr, stdout) = start_up_tls(&port, &garbage, &key).await;
     assert_eq!(code, 64, "stderr:\n{stderr}\nstdout:\n{stdout}");
     let line = one_line(&stderr);
     assert!(line.contains(&garbage), "{line}");
     assert!(line.contains("--redis-sync-cert-path"), "{line}");
 
     // A PEM block that is not a key where the key goes: the same class.
-    let (code, stderr, _) = start_up(&[
-        "--redis-sync-port",
-        &port,
-        "--redis-sync-cert-path",
-        &self_signed(dir.path(), "other").0,
-        "--redis-sync-key-path",
-        &garbage,
-    ])
-    .await;
+    let (code, stderr, _) =
+        start_up_tls(&port, &self_signed(dir.path(), "other").0, &garbage).await;
     assert_eq!(code, 64, "{stderr}");
     assert!(one_line(&stderr).contains(&garbage), "{stderr}");
 }
@@ -91,15 +89,7 @@ async fn a_certificate_and_key_that_are_not_a_pair_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     let (cert_a, _) = self_signed(dir.path(), "a");
     let (_, key_b) = self_signed(dir.path(), "b");
-    let (code, stderr, stdout) = start_up(&[
-        "--redis-sync-port",
-        &free_port().to_string(),
-        "--redis-sync-cert-path",
-        &cert_a,
-        "--redis-sync-key-path",
-        &key_b,
-    ])
-    .await;
+    let (code, stderr, stdout) = start_up_tls(&free_port().to_string(), &cert_a, &key_b).await;
     assert_eq!(code, 64, "stderr:\n{stderr}\nstdout:\n{stdout}");
     let line = one_line(&stderr);
     assert!(line.contains("do not make a usable pair"), "{line}");
