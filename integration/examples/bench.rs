@@ -462,6 +462,38 @@ async fn metrics(svc: &Service) -> String {
 }
 
 /// The gRPC floor server (this binary, `floor-server`), driven over stdin/stdout.
+/// Starts this binary as a floor server (`args`: the mode and its arguments) and reads
+/// the port it listens on from its first line (`listening PORT`); its stdin and the rest
+/// of its stdout are the caller's.
+async fn spawn_floor(
+    args: &[&str],
+    log: PathBuf,
+) -> Result<(
+    Proc,
+    u16,
+    tokio::process::ChildStdin,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+)> {
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdin = child.stdin.take().context("stdin")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let line = stdout
+        .next_line()
+        .await?
+        .with_context(|| format!("{} said nothing", args[0]))?;
+    let port = line
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("{}: {line}", args[0]))?;
+    Ok((Proc { child, log }, port, stdin, stdout))
+}
+
 struct FloorServer {
     proc: Proc,
     port: u16,
@@ -471,26 +503,10 @@ struct FloorServer {
 
 impl FloorServer {
     async fn start(tmp: &Path) -> Result<Self> {
-        let log = tmp.join("floor.log");
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .arg("floor-server")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let line = stdout
-            .next_line()
-            .await?
-            .context("floor server said nothing")?;
-        let port = line
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("floor server: {line}"))?;
+        let (proc, port, stdin, stdout) =
+            spawn_floor(&["floor-server"], tmp.join("floor.log")).await?;
         Ok(FloorServer {
-            proc: Proc { child, log },
+            proc,
             port,
             stdin,
             stdout,

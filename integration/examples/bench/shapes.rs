@@ -299,27 +299,11 @@ struct GetFloor {
 
 impl GetFloor {
     async fn start(redis_port: u16, tmp: &Path) -> Result<Self> {
-        let log = tmp.join("get-floor.log");
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["get-floor-server", &redis_port.to_string(), KEY])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true)
-            .spawn()?;
-        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let line = stdout
-            .next_line()
-            .await?
-            .context("GET floor server said nothing")?;
-        let port = line
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("GET floor server: {line}"))?;
-        Ok(GetFloor {
-            proc: Proc { child, log },
-            port,
-        })
+        let port_arg = redis_port.to_string();
+        let args = ["get-floor-server", port_arg.as_str(), KEY];
+        // The GET floor reads no commands: its stdin is closed at once.
+        let (proc, port, _, _) = spawn_floor(&args, tmp.join("get-floor.log")).await?;
+        Ok(GetFloor { proc, port })
     }
 }
 
