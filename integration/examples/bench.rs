@@ -462,6 +462,25 @@ async fn metrics(svc: &Service) -> String {
 }
 
 /// The gRPC floor server (this binary, `floor-server`), driven over stdin/stdout.
+/// A RESP3 connection to the Redis on `port`, subscribed to `key`'s keyspace events (db
+/// 0), and the receiver of its pushes: what both floors start from.
+async fn keyspace_subscriber(
+    port: u16,
+    key: &str,
+) -> Result<(
+    redis::aio::MultiplexedConnection,
+    mpsc::UnboundedReceiver<redis::PushInfo>,
+)> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/?protocol=resp3"))?;
+    let (tx, pushes) = mpsc::unbounded_channel();
+    let config = redis::AsyncConnectionConfig::new().set_push_sender(tx);
+    let mut con = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    con.subscribe(format!("__keyspace@0__:{key}")).await?;
+    Ok((con, pushes))
+}
+
 /// Starts this binary as a floor server (`args`: the mode and its arguments) and reads
 /// the port it listens on from its first line (`listening PORT`); its stdin and the rest
 /// of its stdout are the caller's.
@@ -1011,13 +1030,7 @@ async fn redis_floor(
     rounds: usize,
     marker: &mut Marker,
 ) -> Result<Stats> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", redis.port))?;
-    let (tx, mut pushes) = mpsc::unbounded_channel();
-    let config = redis::AsyncConnectionConfig::new().set_push_sender(tx);
-    let mut sub = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    sub.subscribe(format!("__keyspace@0__:{FLOOR_KEY}")).await?;
+    let (mut sub, mut pushes) = keyspace_subscriber(redis.port, FLOOR_KEY).await?;
     let mut out = Vec::new();
     for i in 0..rounds + 5 {
         let value = make_doc(marker.next(), size);

@@ -318,13 +318,7 @@ pub async fn serve_get_floor(args: &[String]) -> Result<()> {
         .get(2)
         .context("get-floor-server REDIS_PORT KEY")?
         .clone();
-    let client = redis::Client::open(format!("redis://127.0.0.1:{redis_port}/?protocol=resp3"))?;
-    let (push_tx, mut pushes) = mpsc::unbounded_channel();
-    let config = redis::AsyncConnectionConfig::new().set_push_sender(push_tx);
-    let mut con = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    con.subscribe(format!("__keyspace@0__:{key}")).await?;
+    let (mut con, mut pushes) = keyspace_subscriber(redis_port, &key).await?;
     let encode = |v: Vec<u8>| -> Result<floor::Msg> {
         let text = String::from_utf8(v)?;
         Ok(flagd_redis_sync::wire::encode_responses(&text, None).0)
