@@ -23,8 +23,10 @@
 //! the document besides the one served. The same bytes again return that document at
 //! once, without a split.
 
+use super::common::{common_prefix, common_suffix};
 use super::problem::{Problems, Seg};
-use super::{parse, shape, strict, Digest, Document, DocumentError, FlagChanges, Options};
+use super::resume::Resumable;
+use super::{parse, shape, strict, Document, DocumentError, FlagChanges, Options};
 use serde::de::{Deserialize, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -73,6 +75,8 @@ struct Cache {
     order: Vec<u32>,
     /// Where the raw bytes' `flags` object opens (just after its `{`), when known.
     flags_open: Option<usize>,
+    /// Where hashing the canonical text can resume from.
+    hashed: Resumable,
     /// The other top-level members' raw values.
     top: Vec<(String, Range<usize>)>,
 }
@@ -93,17 +97,16 @@ impl Cache {
             .then(|| c.canonical.clone())
     }
 
-    /// Flag `i` of the cache read from `text`, where its bytes sit `from` - `to` further on.
-    fn borrowed<'a>(
-        &self,
-        i: u32,
-        text: &'a str,
-        from: usize,
-        to: usize,
-    ) -> Option<(Name<'a>, &'a str)> {
+    /// Flag `i` of the cache read from `text`, where its bytes sit `from` - `to` further on
+    /// (the same bytes as in the cached document).
+    fn borrowed<'a>(&self, i: u32, text: &'a str, from: usize, to: usize) -> Option<Member<'a>> {
         let c = &self.flags[i as usize];
         let at = |r: &Range<usize>| text.get(r.start - from + to..r.end - from + to);
-        Some((Name(Cow::Borrowed(at(c.key.as_ref()?)?)), at(&c.raw)?))
+        Some(Member {
+            name: Name(Cow::Borrowed(at(c.key.as_ref()?)?)),
+            raw: at(&c.raw)?,
+            same_as: Some(i),
+        })
     }
 
     /// The document split like [`Split`] but only where its bytes differ from the cached
@@ -162,6 +165,11 @@ impl Cache {
                     return Some(Split {
                         top,
                         flags: Some(flags),
+                        region: Some(Region {
+                            same_until: p,
+                            old_tail,
+                            new_tail,
+                        }),
                     });
                 }
             }
@@ -186,7 +194,11 @@ impl Cache {
                 serde_json::Deserializer::from_str(text.get(pos..)?).into_iter::<&'a RawValue>();
             let raw = values.next()?.ok()?.get();
             pos += values.byte_offset();
-            flags.push((name, raw));
+            flags.push(Member {
+                name,
+                raw,
+                same_as: None,
+            });
             after_member = true;
         }
     }
@@ -197,34 +209,6 @@ fn skip_ws(b: &[u8], mut pos: usize) -> usize {
         pos += 1;
     }
     pos
-}
-
-/// How many leading bytes `a` and `b` share: compared a block at a time (a byte loop
-/// over a megabyte costs milliseconds), then byte by byte.
-pub fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    common(a.len().min(b.len()), |i, n| a[i..i + n] == b[i..i + n])
-}
-
-/// How many trailing bytes `a` and `b` share, at most `max`.
-pub fn common_suffix(a: &[u8], b: &[u8], max: usize) -> usize {
-    let max = max.min(a.len()).min(b.len());
-    common(max, |i, n| {
-        a[a.len() - i - n..a.len() - i] == b[b.len() - i - n..b.len() - i]
-    })
-}
-
-/// The length of the common run of at most `max` bytes, `same(i, n)` telling whether the
-/// `n` bytes from `i` on agree.
-fn common(max: usize, same: impl Fn(usize, usize) -> bool) -> usize {
-    const BLOCK: usize = 256;
-    let mut i = 0;
-    while i + BLOCK <= max && same(i, BLOCK) {
-        i += BLOCK;
-    }
-    while i < max && same(i, 1) {
-        i += 1;
-    }
-    i
 }
 
 /// A [`super::parse`] that remembers the flags of the last accepted document.
@@ -279,7 +263,7 @@ impl Memo {
             }
         }
         let text = std::str::from_utf8(bytes).ok()?;
-        let Split { top, flags } = match self.cache.resplit(text) {
+        let Split { top, flags, region } = match self.cache.resplit(text) {
             Some(split) => {
                 self.stats.partial += 1;
                 split
@@ -289,8 +273,8 @@ impl Memo {
         let mut flags = flags?;
         // Sorted as the canonical form writes them (and as the cache holds them); a
         // repeated name is refused (see `duplicate_member`): judged whole.
-        flags.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
-        if flags.windows(2).any(|w| w[0].0 == w[1].0) {
+        flags.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+        if flags.windows(2).any(|w| w[0].name == w[1].name) {
             return None;
         }
 
@@ -328,11 +312,12 @@ impl Memo {
         // leaves the last good flags cached.
         let mut pieces = Vec::with_capacity(flags.len());
         let mut at = 0;
-        for (name, raw) in &flags {
-            let hit = if same_rules {
-                self.cache.find(&mut at, name, raw)
-            } else {
-                None
+        for m in &flags {
+            let hit = match (same_rules, m.same_as) {
+                (false, _) => None,
+                // Read where the bytes are the cached document's: nothing to compare.
+                (true, Some(i)) => Some(self.cache.flags[i as usize].canonical.clone()),
+                (true, None) => self.cache.find(&mut at, &m.name, m.raw),
             };
             pieces.push(match hit {
                 Some(range) => {
@@ -341,7 +326,7 @@ impl Memo {
                 }
                 None => {
                     self.stats.validated += 1;
-                    Piece::Fresh(flag(&self.opts, &prepared, name, raw)?)
+                    Piece::Fresh(flag(&self.opts, &prepared, &m.name, m.raw)?)
                 }
             });
         }
@@ -355,39 +340,66 @@ impl Memo {
             order: Vec::new(),
             flags_open: None,
             top: top_ranges,
+            hashed: Resumable::default(),
         };
         let last = self.cache.doc.as_ref().map_or("", |d| &*d.canonical);
         let hint = last.len().max(bytes.len()) + 1024;
         let canonical = assemble(top_map, hint, |out| {
-            for (j, ((name, raw), piece)) in flags.iter().zip(&pieces).enumerate() {
-                if j > 0 {
-                    out.push(',');
-                }
-                let start = out.len();
-                match piece {
-                    Piece::Cached(r) => out.push_str(&last[r.clone()]),
-                    Piece::Fresh(s) => out.push_str(s),
-                }
+            // Cached members that follow each other in the last document are copied as
+            // one run, with the commas between them.
+            let mut run: Option<Range<usize>> = None;
+            for (j, (m, piece)) in flags.iter().zip(&pieces).enumerate() {
+                let canonical = match piece {
+                    Piece::Cached(r) => {
+                        let run = match &mut run {
+                            Some(cur) if cur.end + 1 == r.start => {
+                                cur.end = r.end;
+                                cur
+                            }
+                            _ => {
+                                copy_run(out, last, &mut run);
+                                if j > 0 {
+                                    out.push(',');
+                                }
+                                run.insert(r.clone())
+                            }
+                        };
+                        let start = out.len() + r.start - run.start;
+                        start..start + r.len()
+                    }
+                    Piece::Fresh(s) => {
+                        copy_run(out, last, &mut run);
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        let start = out.len();
+                        out.push_str(s);
+                        start..out.len()
+                    }
+                };
                 let n = cache.names.len();
-                cache.names.push_str(name);
-                let r = offset(raw);
-                let key = match &name.0 {
+                cache.names.push_str(&m.name);
+                let r = offset(m.raw);
+                let key = match &m.name.0 {
                     Cow::Borrowed(k) => Some(offset(k)..offset(k) + k.len()),
                     Cow::Owned(_) => None,
                 };
                 cache.flags.push(Cached {
                     name: n..cache.names.len(),
                     key,
-                    raw: r..r + raw.len(),
-                    canonical: start..out.len(),
+                    raw: r..r + m.raw.len(),
+                    canonical,
                 });
             }
+            copy_run(out, last, &mut run);
         });
         if canonical.len() > self.opts.max_bytes {
             return None;
         }
+        let (digest, hashed) = Resumable::digest(&self.cache.hashed, last, &canonical);
+        cache.hashed = hashed;
         let doc = Document {
-            digest: Digest::of(canonical.as_bytes()),
+            digest,
             canonical: std::sync::Arc::new(canonical),
             flag_count: flags.len(),
             warnings: Problems::default(),
@@ -404,10 +416,21 @@ impl Memo {
                 before.ends_with(b"{").then_some(before.len())
             });
         cache.order = order;
-        // The last document's bytes are reused for this one's.
+        // The last document's bytes become this one's, rewritten only where they differ.
         cache.raw = std::mem::take(&mut self.cache.raw);
-        cache.raw.clear();
-        cache.raw.extend_from_slice(bytes);
+        match region {
+            Some(d) => {
+                cache.raw.splice(
+                    d.same_until..d.old_tail,
+                    bytes[d.same_until..d.new_tail].iter().copied(),
+                );
+            }
+            None => {
+                cache.raw.clear();
+                cache.raw.extend_from_slice(bytes);
+            }
+        }
+        debug_assert!(cache.raw == bytes);
         cache.doc = Some(doc.clone());
         self.cache = cache;
         self.evaluators = evaluators;
@@ -419,7 +442,7 @@ impl Memo {
     /// The flags added, removed and changed since the last accepted document (a flag
     /// read again from the same bytes is unchanged; one validated again is compared by
     /// its canonical member).
-    fn changes(&self, flags: &[(Name<'_>, &str)], pieces: &[Piece]) -> Option<FlagChanges> {
+    fn changes(&self, flags: &[Member<'_>], pieces: &[Piece]) -> Option<FlagChanges> {
         let last = self.cache.doc.as_ref()?;
         let mut c = FlagChanges {
             since: last.digest,
@@ -427,8 +450,8 @@ impl Memo {
         };
         let cached = &self.cache.flags;
         let mut j = 0;
-        for ((name, _), piece) in flags.iter().zip(pieces) {
-            let name: &str = name;
+        for (m, piece) in flags.iter().zip(pieces) {
+            let name: &str = &m.name;
             while j < cached.len() && self.cache.name(&cached[j]) < name {
                 c.removed.push(self.cache.name(&cached[j]).to_string());
                 j += 1;
@@ -504,7 +527,26 @@ impl PartialEq for Name<'_> {
 /// absent).
 struct Split<'a> {
     top: BTreeMap<String, &'a str>,
-    flags: Option<Vec<(Name<'a>, &'a str)>>,
+    flags: Option<Vec<Member<'a>>>,
+    /// Where the bytes differ from the cached document's, when split from it.
+    region: Option<Region>,
+}
+
+/// The bytes that differ between the cached document and a new one: the new one is the
+/// cached one with `old[same_until..old_tail]` replaced by `new[same_until..new_tail]`.
+struct Region {
+    same_until: usize,
+    old_tail: usize,
+    new_tail: usize,
+}
+
+/// One member of `flags` as read.
+struct Member<'a> {
+    name: Name<'a>,
+    raw: &'a str,
+    /// The cached flag whose name and bytes these are, when the split took them from
+    /// where the document is byte for byte the cached one.
+    same_as: Option<u32>,
 }
 
 impl<'de> Deserialize<'de> for Split<'de> {
@@ -519,6 +561,7 @@ impl<'de> Deserialize<'de> for Split<'de> {
                 let mut split = Split {
                     top: BTreeMap::new(),
                     flags: None,
+                    region: None,
                 };
                 // A repeated member is refused (see `duplicate_member`): judged whole.
                 let mut seen_flags = false;
@@ -544,7 +587,7 @@ impl<'de> Deserialize<'de> for Split<'de> {
 }
 
 /// `flags`: its members when it is an object; anything else is skipped.
-struct FlagsMap<'a>(Option<Vec<(Name<'a>, &'a str)>>);
+struct FlagsMap<'a>(Option<Vec<Member<'a>>>);
 
 impl<'de> Deserialize<'de> for FlagsMap<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -557,7 +600,11 @@ impl<'de> Deserialize<'de> for FlagsMap<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlagsMap<'de>, A::Error> {
                 let mut flags = Vec::with_capacity(map.size_hint().unwrap_or(64));
                 while let Some(key) = map.next_key::<Name<'de>>()? {
-                    flags.push((key, map.next_value::<&RawValue>()?.get()));
+                    flags.push(Member {
+                        name: key,
+                        raw: map.next_value::<&RawValue>()?.get(),
+                        same_as: None,
+                    });
                 }
                 Ok(FlagsMap(Some(flags)))
             }
@@ -611,6 +658,13 @@ fn assemble(top: &Map<String, Value>, hint: usize, members: impl FnOnce(&mut Str
     }
     out.push('}');
     out
+}
+
+/// Copies a run of the last document's canonical text, if one is pending.
+fn copy_run(out: &mut String, last: &str, run: &mut Option<Range<usize>>) {
+    if let Some(r) = run.take() {
+        out.push_str(&last[r]);
+    }
 }
 
 fn push_key(out: &mut String, key: &str) {

@@ -10,15 +10,18 @@
 //! `variants`, `defaultVariant`, `targeting` and `metadata` are dropped (the Python
 //! provider refuses them). The digest is taken over what clients receive.
 
+mod common;
 mod memo;
 mod operators;
 pub mod problem;
+mod resume;
 mod rules;
 pub mod schema;
 mod shape;
 mod strict;
 
-pub use memo::{common_prefix, common_suffix, Memo, MemoStats};
+pub use common::{common_prefix, common_suffix};
+pub use memo::{Memo, MemoStats};
 pub use problem::{Problem, ProblemKind, Problems};
 use shape::shape;
 

@@ -3,7 +3,11 @@
 //! against the **GET floor**: a server that subscribes to the key's keyspace events
 //! itself, GETs the value and broadcasts it as a pre-encoded `SyncFlagsResponse` (the
 //! least any watcher of a key can do: no validation, no dedup). One flag changes per
-//! write (the marker flag). Also the service's RSS with each document loaded (idle) and
+//! write (the marker flag, the first flag: the most the service has to hash again). The
+//! two run side by side on one redis-server, each watching its own key, and each round
+//! changes one key and then the other (who goes first alternates), so that both are
+//! timed under the same conditions: timed one after the other, the floor's p50 moved by
+//! up to 30% between phases on this machine, more than the difference measured. Also the service's RSS with each document loaded (idle) and
 //! its peak (VmHWM) after the changes; the validations that writes changing nothing
 //! cost (the same bytes again, the same flags in another order: none expected, read from
 //! `flagd_redis_sync_validations_total`); and the 100 KB realistic document at N = 1,000
@@ -41,6 +45,8 @@ const SHAPES: &[Shape] = &[
     },
 ];
 
+/// The key the GET floor watches when it is timed beside the service.
+const FLOOR_KEY: &str = "flags-get-floor";
 /// Clients in the wide comparison (the 100 KB realistic document).
 const WIDE_N: usize = 1000;
 /// Changes timed in the wide comparison (at most).
@@ -84,28 +90,41 @@ async fn one(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> R
     let first = marker.next();
     let doc = (shape.make)(first);
     let bytes = doc.len();
-    let _: () = writer.set(KEY, doc).await?;
+    let _: () = writer.set(KEY, &doc).await?;
+    let _: () = writer.set(FLOOR_KEY, &doc).await?;
 
-    eprintln!("bench: shapes: {}: service", shape.name);
+    eprintln!(
+        "bench: shapes: {}: service and GET floor, one change each in turn",
+        shape.name
+    );
     let (svc, _) = start_service(&redis, &[]).await?;
     let mut fleet = Fleet::new(svc.grpc_port);
     fleet.grow(1, first).await?;
     // With the anonymous part: the service's own memory (the rest is the binary's code
     // and the shared libraries, mapped from the page cache).
     let (idle_rss, idle_anon) = settled_rss_kb(svc.pid()).await;
+    let floor = GetFloor::start(redis.port, tmp, FLOOR_KEY).await?;
+    let mut floor_fleet = Fleet::new(floor.port);
+    floor_fleet.grow(1, first).await?;
     let mut w = Writes {
         writer,
         shape,
         marker,
     };
-    let (service, _) = timed(&mut fleet, &mut w, rounds, 1).await?;
+    let timings = timed(
+        &mut [(&mut fleet, KEY), (&mut floor_fleet, FLOOR_KEY)],
+        &mut w,
+        rounds,
+        1,
+    )
+    .await?;
+    let (service, get_floor) = (timings[0].0, timings[1].0);
+    floor_fleet.close().await;
+    floor.proc.stop().await;
     let peak_rss = proc_status_kib(svc.pid(), "VmHWM:").unwrap_or(0);
     let unchanged = unchanged(&svc, &mut w).await?;
     fleet.close().await;
     drop(svc);
-
-    eprintln!("bench: shapes: {}: GET floor", shape.name);
-    let (get_floor, _) = floor_timed(&redis, tmp, &mut w, rounds, 1).await?;
 
     Ok(json!({
         "shape": shape.name,
@@ -139,7 +158,7 @@ async fn wide(shape: &Shape, marker: &mut Marker, tmp: &Path, rounds: usize) -> 
         shape,
         marker,
     };
-    let (_, service) = timed(&mut fleet, &mut w, rounds, WIDE_N).await?;
+    let (_, service) = timed(&mut [(&mut fleet, KEY)], &mut w, rounds, WIDE_N).await?[0];
     fleet.close().await;
     drop(svc);
 
@@ -164,12 +183,12 @@ async fn floor_timed(
     rounds: usize,
     n: usize,
 ) -> Result<(Stats, Stats)> {
-    let floor = GetFloor::start(redis.port, tmp).await?;
+    let floor = GetFloor::start(redis.port, tmp, KEY).await?;
     let mut fleet = Fleet::new(floor.port);
     let doc = (w.shape.make)(w.marker.next());
     let _: () = w.writer.set(KEY, doc).await?;
     fleet.grow_any(n).await?;
-    let got = timed(&mut fleet, w, rounds, n).await?;
+    let got = timed(&mut [(&mut fleet, KEY)], w, rounds, n).await?[0];
     fleet.close().await;
     floor.proc.stop().await;
     Ok(got)
@@ -266,29 +285,39 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
-/// SET -> arrival at each of `n` clients, `rounds` times after two warm-up changes:
-/// every arrival, and the last client's per change.
+/// SET -> arrival at each of `n` clients, `rounds` times after two warm-up changes, for
+/// each server (its clients and the key it watches): every arrival, and the last
+/// client's per change. With several servers, each round changes each server's key in
+/// turn (who goes first alternates), so that they are timed under the same conditions.
 async fn timed(
-    fleet: &mut Fleet,
+    servers: &mut [(&mut Fleet, &str)],
     w: &mut Writes<'_>,
     rounds: usize,
     n: usize,
-) -> Result<(Stats, Stats)> {
-    let mut all = Vec::with_capacity(rounds * n);
-    let mut last = Vec::with_capacity(rounds);
+) -> Result<Vec<(Stats, Stats)>> {
+    let mut all = vec![Vec::with_capacity(rounds * n); servers.len()];
+    let mut last = vec![Vec::with_capacity(rounds); servers.len()];
     for i in 0..rounds + 2 {
-        let m = w.marker.next();
-        let doc = (w.shape.make)(m);
-        tokio::time::sleep(gap(n, doc.len())).await;
-        let t0 = Instant::now();
-        let _: () = w.writer.set(KEY, doc).await?;
-        let got = fleet.collect(m, n, t0).await?;
-        if i >= 2 {
-            last.push(got.iter().copied().fold(0.0, f64::max));
-            all.extend(got);
+        for k in 0..servers.len() {
+            let s = (k + i) % servers.len();
+            let (fleet, key) = &mut servers[s];
+            let m = w.marker.next();
+            let doc = (w.shape.make)(m);
+            tokio::time::sleep(gap(n, doc.len())).await;
+            let t0 = Instant::now();
+            let _: () = w.writer.set(*key, doc).await?;
+            let got = fleet.collect(m, n, t0).await?;
+            if i >= 2 {
+                last[s].push(got.iter().copied().fold(0.0, f64::max));
+                all[s].extend(got);
+            }
         }
     }
-    Ok((Stats::of(&all), Stats::of(&last)))
+    Ok(all
+        .iter()
+        .zip(&last)
+        .map(|(a, l)| (Stats::of(a), Stats::of(l)))
+        .collect())
 }
 
 /// The GET floor server (this binary, `get-floor-server REDIS_PORT KEY`).
@@ -298,9 +327,9 @@ struct GetFloor {
 }
 
 impl GetFloor {
-    async fn start(redis_port: u16, tmp: &Path) -> Result<Self> {
+    async fn start(redis_port: u16, tmp: &Path, key: &str) -> Result<Self> {
         let port_arg = redis_port.to_string();
-        let args = ["get-floor-server", port_arg.as_str(), KEY];
+        let args = ["get-floor-server", port_arg.as_str(), key];
         // The GET floor reads no commands: its stdin is closed at once.
         let (proc, port, _, _) = spawn_floor(&args, tmp.join("get-floor.log")).await?;
         Ok(GetFloor { proc, port })
