@@ -385,7 +385,9 @@ pub fn markdown(rows: &Value) -> String {
         s,
         "### Document shapes against the GET floor (N = 1, one flag changed per write)\n\n\
          GET floor: a server that subscribes to the key's keyspace events, GETs the value and \
-         broadcasts it pre-encoded (no validation, no dedup). Strict validation on.\n\n\
+         broadcasts it pre-encoded (no validation, no dedup), watching its own key on the same \
+         redis-server; each round changes the service's key and the floor's in turn. The \
+         changed flag is the first one. Strict validation on.\n\n\
          | document | bytes | service p50 | GET floor p50 | ratio p50 | service p99 | GET floor p99 | idle RSS (anonymous) | peak RSS | validations for 10 unchanged writes |\n\
          |---|---|---|---|---|---|---|---|---|---|"
     );
