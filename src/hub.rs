@@ -43,6 +43,29 @@ pub struct SourceDoc {
     pub view: Arc<View>,
 }
 
+/// What [`Hub::announce_sources`] changed, and the change history it still owes.
+#[must_use = "the changes are recorded by Published::record"]
+pub struct Published {
+    /// The indexes of the sources whose content changed.
+    pub changed: Vec<usize>,
+    /// Per changed source: its previous document and the new one.
+    records: Vec<(usize, Option<Arc<SourceDoc>>, Arc<Document>)>,
+}
+
+impl Published {
+    /// Records the changes in `hub`'s history; returns the sources that changed. Each
+    /// source is published by one watcher, in order, so each source's history keeps its
+    /// order; publishes of different sources within the same instant may be listed in
+    /// either order.
+    pub fn record(self, hub: &Hub) -> Vec<usize> {
+        for (i, previous, doc) in self.records {
+            hub.changes
+                .record(&hub.names[i], previous.as_ref().map(|s| &*s.doc), &doc);
+        }
+        self.changed
+    }
+}
+
 /// A published state of every source.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -283,6 +306,15 @@ impl Hub {
     /// settled yet (see [`Hub::settle`]), or while the snapshot file is served and a
     /// source has no document.
     pub fn publish_sources(&self, updates: Vec<(usize, Document)>, read: &[usize]) -> Vec<usize> {
+        self.announce_sources(updates, read).record(self)
+    }
+
+    /// [`Hub::publish_sources`] without the change history: the streams are woken, and
+    /// the caller records the changes with [`Published::record`] once they had their
+    /// turn. A task woken here waits in this worker's LIFO slot until the current task
+    /// yields (tokio does not let another worker take it), so the comparison with the
+    /// previous document and its log line would otherwise delay every stream.
+    pub fn announce_sources(&self, updates: Vec<(usize, Document)>, read: &[usize]) -> Published {
         let mut state = self.publishing.lock().expect("hub lock poisoned");
         let mut changed = Vec::new();
         let mut records = Vec::new();
@@ -308,13 +340,7 @@ impl Hub {
             state.settled[i] = true;
         }
         self.announce_pending(&mut state);
-        // After the streams were woken: comparing with the previous document (a pass over
-        // each) is off their path. Still under the lock, so records keep publish order.
-        for (i, previous, doc) in records {
-            self.changes
-                .record(&self.names[i], previous.as_ref().map(|s| &*s.doc), &doc);
-        }
-        changed
+        Published { changed, records }
     }
 
     /// Marks sources settled without a document (their watcher could not connect), so

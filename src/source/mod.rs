@@ -534,7 +534,26 @@ impl Watcher {
             self.check_placement(placement, con, None).await?;
         }
         let read: Vec<usize> = which.iter().map(|&i| self.sources[i].index).collect();
-        self.publish(updates, &read, seen);
+        let described: Vec<(usize, flags::Digest, usize, usize)> = updates
+            .iter()
+            .map(|(i, d)| (*i, d.digest, d.canonical.len(), d.flag_count))
+            .collect();
+        let published = self.hub.announce_sources(
+            updates
+                .into_iter()
+                .map(|(i, d)| (self.sources[i].index, d))
+                .collect(),
+            &read,
+        );
+        let took = seen.map(|at| at.elapsed());
+        // The streams just woken run once this task yields (Hub::announce_sources): they
+        // send first, the change history and the log lines come after (measured: 40 µs
+        // of about 100 µs over the GET floor for an 11 KB document).
+        if !published.changed.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let changed = published.record(&self.hub);
+        self.published(described, &changed, took);
         // After publishing: whoever sees "valid" finds the document served.
         for i in valid {
             let name = self.sources[i].spec.name.clone();
@@ -656,24 +675,14 @@ impl Watcher {
         }
     }
 
-    /// Publishes valid documents (unchanged content is a no-op) and saves the result.
-    fn publish(
+    /// Logs and counts what a publish did (unchanged content was a no-op) and saves the
+    /// result.
+    fn published(
         &mut self,
-        updates: Vec<(usize, flags::Document)>,
-        read: &[usize],
-        seen: Option<Instant>,
+        described: Vec<(usize, flags::Digest, usize, usize)>,
+        changed: &[usize],
+        took: Option<Duration>,
     ) {
-        let described: Vec<(usize, flags::Digest, usize, usize)> = updates
-            .iter()
-            .map(|(i, d)| (*i, d.digest, d.canonical.len(), d.flag_count))
-            .collect();
-        let changed = self.hub.publish_sources(
-            updates
-                .into_iter()
-                .map(|(i, d)| (self.sources[i].index, d))
-                .collect(),
-            read,
-        );
         for (i, digest, size, count) in described {
             let source = &self.sources[i].spec;
             if changed.contains(&self.sources[i].index) {
@@ -690,10 +699,8 @@ impl Watcher {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
             self.metrics.last_change.record(now.as_secs_f64(), &[]);
-            if let Some(seen) = seen {
-                self.metrics
-                    .propagation
-                    .record(seen.elapsed().as_secs_f64(), &[]);
+            if let Some(took) = took {
+                self.metrics.propagation.record(took.as_secs_f64(), &[]);
             }
             if let (Some(writer), Some(snap)) = (&self.snapshot, self.hub.current()) {
                 writer.send_replace(Some(snap.doc.canonical.clone()));

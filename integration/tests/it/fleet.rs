@@ -320,11 +320,16 @@ async fn changes_name_exactly_the_flags_that_changed_and_keep_the_documents() {
         )
         .unwrap();
     s.next().await.unwrap();
-    let (code, body) = svc.http_get("/changes").await.unwrap();
-    assert_eq!(code, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
+    // Streams are sent to before the change is recorded (Hub::announce_sources).
+    let v = eventually(WAIT, "the change in /changes", || async {
+        let (code, body) = svc.http_get("/changes").await.ok()?;
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        (v["changes"].as_array()?.len() == 2).then_some(v)
+    })
+    .await
+    .unwrap();
     let changes = v["changes"].as_array().unwrap();
-    assert_eq!(changes.len(), 2, "{v}");
     let newest = &changes[0];
     assert_eq!(newest["source"], "flags");
     assert_eq!(newest["added"]["names"], serde_json::json!(["new"]));
