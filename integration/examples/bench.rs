@@ -852,7 +852,7 @@ async fn run(opts: Opts) -> Result<()> {
     report["shapes"] = shapes::run(
         &mut marker,
         tmp.path(),
-        if opts.quick { 10 } else { 40 },
+        if opts.quick { 20 } else { 300 },
         None,
     )
     .await?;
