@@ -27,6 +27,7 @@ use shape::shape;
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -327,11 +328,39 @@ fn duplicate(pointer: String) -> DocumentError {
 
 /// The JSON pointer of the first member whose name appears twice in its object, if any.
 /// serde_json keeps the last one silently; other parsers keep the first or refuse. Run on
-/// text that is already known to be valid JSON; a second pass that builds no values.
+/// text that is already known to be valid JSON; a second pass that builds no values. It
+/// reads names in place (no copy unless they hold escapes) and builds no pointer; only a
+/// document that has a repeated name is read again to build the pointer.
 pub(super) fn duplicate_member(text: &str) -> Option<String> {
     use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+    /// A member name as read: borrowed from the text unless it holds escapes.
+    #[derive(serde::Deserialize)]
+    struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+    /// The names seen in one object: a short list, a set once there are many.
+    #[derive(Default)]
+    struct Seen<'a> {
+        few: Vec<Cow<'a, str>>,
+        many: std::collections::HashSet<Cow<'a, str>>,
+    }
+    impl<'a> Seen<'a> {
+        /// `false` if `key` was seen before.
+        fn insert(&mut self, key: Cow<'a, str>) -> bool {
+            if self.many.is_empty() {
+                if self.few.contains(&key) {
+                    return false;
+                }
+                if self.few.len() < 16 {
+                    self.few.push(key);
+                    return true;
+                }
+                self.many.extend(self.few.drain(..));
+            }
+            self.many.insert(key)
+        }
+    }
+    /// The walk; with a `path`, it records where it is and the pointer of a repeat.
     struct Walk<'a> {
-        path: &'a mut Vec<String>,
+        path: Option<&'a mut Vec<String>>,
         found: &'a mut Option<String>,
     }
     impl<'de> DeserializeSeed<'de> for Walk<'_> {
@@ -363,47 +392,63 @@ pub(super) fn duplicate_member(text: &str) -> Option<String> {
         fn visit_unit<E>(self) -> Result<(), E> {
             Ok(())
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
             for i in 0.. {
-                self.path.push(i.to_string());
+                if let Some(path) = self.path.as_deref_mut() {
+                    path.push(i.to_string());
+                }
                 let more = seq.next_element_seed(Walk {
-                    path: &mut *self.path,
+                    path: self.path.as_deref_mut(),
                     found: &mut *self.found,
                 })?;
-                self.path.pop();
+                if let Some(path) = self.path.as_deref_mut() {
+                    path.pop();
+                }
                 if more.is_none() {
                     break;
                 }
             }
             Ok(())
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            while let Some(key) = map.next_key::<String>()? {
-                self.path.push(key);
-                if !seen.insert(self.path.last().expect("pushed").clone()) {
-                    *self.found =
-                        Some(self.path.iter().map(|k| format!("/{}", token(k))).collect());
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = Seen::default();
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                let again = !seen.insert(key.clone());
+                if let Some(path) = self.path.as_deref_mut() {
+                    path.push(key.into_owned());
+                    if again {
+                        *self.found = Some(path.iter().map(|k| format!("/{}", token(k))).collect());
+                    }
+                }
+                if again {
                     return Err(A::Error::custom("duplicate member"));
                 }
                 map.next_value_seed(Walk {
-                    path: &mut *self.path,
+                    path: self.path.as_deref_mut(),
                     found: &mut *self.found,
                 })?;
-                self.path.pop();
+                if let Some(path) = self.path.as_deref_mut() {
+                    path.pop();
+                }
             }
             Ok(())
         }
     }
-    let mut path = Vec::new();
-    let mut found = None;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let _ = Walk {
-        path: &mut path,
-        found: &mut found,
+    let walk = |path: Option<&mut Vec<String>>| {
+        let mut found = None;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let stopped = Walk {
+            path,
+            found: &mut found,
+        }
+        .deserialize(&mut de)
+        .is_err();
+        (stopped, found)
+    };
+    if !walk(None).0 {
+        return None;
     }
-    .deserialize(&mut de);
-    found
+    walk(Some(&mut Vec::new())).1
 }
 
 fn near(pointer: &str) -> String {
