@@ -26,7 +26,7 @@
 use super::common::{common_prefix, common_suffix};
 use super::problem::{Problems, Seg};
 use super::resume::Resumable;
-use super::{parse, shape, strict, Document, DocumentError, FlagChanges, Options};
+use super::{parse, shape, strict, Document, DocumentError, FlagChanges, Name, Options};
 use serde::de::{Deserialize, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -503,23 +503,6 @@ fn flag(opts: &Options, prepared: &strict::Prepared<'_>, name: &str, raw: &str) 
     push_key(&mut out, name);
     push_json(&mut out, &value);
     Some(out)
-}
-
-/// A flag's name as read: borrowed from the document unless it holds escapes.
-#[derive(serde::Deserialize)]
-struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
-
-impl std::ops::Deref for Name<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq for Name<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
 }
 
 /// A document split in one pass: its flags (the map form, as read) and its other members,

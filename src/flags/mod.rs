@@ -326,6 +326,24 @@ fn duplicate(pointer: String) -> DocumentError {
     )
 }
 
+/// A member's name as read (a flag's in the memo): borrowed from the document unless it
+/// holds escapes.
+#[derive(serde::Deserialize)]
+struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl std::ops::Deref for Name<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for Name<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
 /// The JSON pointer of the first member whose name appears twice in its object, if any.
 /// serde_json keeps the last one silently; other parsers keep the first or refuse. Run on
 /// text that is already known to be valid JSON; a second pass that builds no values. It
@@ -333,9 +351,6 @@ fn duplicate(pointer: String) -> DocumentError {
 /// document that has a repeated name is read again to build the pointer.
 pub(super) fn duplicate_member(text: &str) -> Option<String> {
     use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
-    /// A member name as read: borrowed from the text unless it holds escapes.
-    #[derive(serde::Deserialize)]
-    struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
     /// The names seen in one object: a short list, a set once there are many.
     #[derive(Default)]
     struct Seen<'a> {
@@ -412,7 +427,7 @@ pub(super) fn duplicate_member(text: &str) -> Option<String> {
         }
         fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
             let mut seen = Seen::default();
-            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            while let Some(Name(key)) = map.next_key::<Name<'de>>()? {
                 let again = !seen.insert(key.clone());
                 if let Some(path) = self.path.as_deref_mut() {
                     path.push(key.into_owned());
